@@ -1,0 +1,248 @@
+//! The `moco` command line: `train`, `eval`, `embed`, `config`.
+
+use crate::config::{FeatureKind, RunConfig, ValidRunConfig};
+use crate::data::{self, DataError};
+use crate::eval::features::extract;
+use crate::io::checkpoint::{Checkpoint, HostTensor};
+use crate::io::run_dir::{RunDir, RunStatus, RunSummary};
+use crate::model::Encoder;
+use crate::train::run::{eval_input, knn_eval, linear_eval};
+use crate::train::state::store_from_prefix;
+use crate::train::{make_device, train, TrainOptions};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::{Path, PathBuf};
+
+/// Momentum Contrast (MoCo) on candle: train, evaluate, export.
+#[derive(Debug, Parser)]
+#[command(name = "moco", version, about)]
+pub struct Cli {
+    /// Command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a run (or resume one).
+    Train {
+        /// Run config (TOML). Without it: the built-in defaults.
+        config: Option<PathBuf>,
+        /// Override a config key, e.g. --set moco.momentum=0.999 (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Run directory (default: results/runs/<config name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this directory from its last checkpoint.
+        #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "init"])]
+        resume: Option<PathBuf>,
+        /// Start from these weights (and queue, if the file has one).
+        #[arg(long, value_name = "CKPT")]
+        init: Option<PathBuf>,
+        /// Also measure the kNN accuracy of the encoder at initialisation.
+        #[arg(long)]
+        knn_at_init: bool,
+        /// Never draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Evaluate the query encoder of a run directory or checkpoint.
+    Eval {
+        /// Protocol.
+        protocol: Protocol,
+        /// Run directory or checkpoint file.
+        target: PathBuf,
+        /// Override config keys (e.g. eval.linear.epochs=30, data.path=…).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// Write backbone (or head) features and labels of a dataset split to safetensors.
+    Embed {
+        /// Checkpoint (a run's checkpoint.safetensors).
+        checkpoint: PathBuf,
+        /// Dataset: an ImageFolder root (with train/ and test/), a CIFAR binary folder, or
+        /// `builtin` for the synthetic dataset.
+        #[arg(long)]
+        data: String,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Split.
+        #[arg(long, default_value = "test")]
+        split: Split,
+        /// Features.
+        #[arg(long, default_value = "backbone")]
+        features: Features,
+    },
+    /// Print the fully resolved, validated config.
+    Config {
+        /// Run config (TOML).
+        config: Option<PathBuf>,
+        /// Overrides.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+}
+
+/// Evaluation protocol.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Protocol {
+    /// Weighted kNN (k, t from eval.*).
+    Knn,
+    /// Linear classification on the frozen backbone.
+    Linear,
+}
+
+/// Dataset split.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq)]
+pub enum Split {
+    /// Training split.
+    Train,
+    /// Test split.
+    Test,
+}
+
+/// Feature kind for `embed`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Features {
+    /// Pooled backbone.
+    Backbone,
+    /// Head output.
+    Head,
+}
+
+/// Load and validate a config with overrides.
+pub fn load_config(path: Option<&Path>, set: &[String]) -> Result<ValidRunConfig> {
+    let cfg = RunConfig::load(path, set)?;
+    let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in defaults".into());
+    cfg.validate().with_context(|| format!("invalid config ({origin})"))
+}
+
+/// Run a parsed command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<i32> {
+    match cli.command {
+        Command::Train { config, set, out, resume, init, knn_at_init, no_progress } => {
+            let opts = TrainOptions { resume: resume.is_some(), init, knn_at_init, progress: !no_progress };
+            let (cfg, dir) = match resume {
+                Some(dir) => {
+                    let rd = RunDir::new(&dir);
+                    if !rd.config().exists() {
+                        bail!("--resume {}: no config.toml (not a run directory)", dir.display());
+                    }
+                    if let Ok(s) = RunSummary::load(&rd.summary()) {
+                        if s.status != RunStatus::Failed {
+                            eprintln!("{}: already finished ({:?}); nothing to do", dir.display(), s.status);
+                            return Ok(0);
+                        }
+                    }
+                    (load_config(Some(&rd.config()), &set)?, rd)
+                }
+                None => {
+                    let cfg = load_config(config.as_deref(), &set)?;
+                    let name = config.as_deref().and_then(|c| c.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+                    let dir = RunDir::new(out.unwrap_or_else(|| PathBuf::from("results/runs").join(name)));
+                    if dir.checkpoint().exists() || dir.summary().exists() {
+                        bail!("{} already holds a run; use --resume {} or another --out", dir.root.display(), dir.root.display());
+                    }
+                    (cfg, dir)
+                }
+            };
+            eprintln!("run directory: {}", dir.root.display());
+            let summary = train(&cfg, &dir, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&summary)?);
+            Ok(if summary.status == RunStatus::Ok { 0 } else { 3 })
+        }
+        Command::Eval { protocol, target, set } => {
+            let (ck_path, run_dir) = if target.is_dir() { (RunDir::new(&target).checkpoint(), Some(RunDir::new(&target))) } else { (target.clone(), None) };
+            let ck = Checkpoint::load(&ck_path)?;
+            let cfg = config_from_checkpoint(&ck, &ck_path, &set)?;
+            let device = make_device(&cfg.device)?;
+            let encoder = encoder_from_checkpoint(&ck, &cfg, &device)?;
+            let splits = data::load(&cfg.data, cfg.seed).context("loading the dataset (data.*)")?;
+            let acc = match protocol {
+                Protocol::Knn => knn_eval(&encoder, &splits, &cfg, &device, true)?,
+                Protocol::Linear => linear_eval(&encoder, &splits, &cfg, &device, true)?,
+            };
+            println!("{protocol:?} top-1: {acc:.2}%");
+            if let Some(rd) = run_dir {
+                if let Ok(mut s) = RunSummary::load(&rd.summary()) {
+                    match protocol {
+                        Protocol::Knn => s.knn_top1 = Some(acc),
+                        Protocol::Linear => s.linear_top1 = Some(acc),
+                    }
+                    s.save(&rd.summary()).map_err(anyhow::Error::msg)?;
+                }
+            }
+            Ok(0)
+        }
+        Command::Embed { checkpoint, data, out, split, features } => {
+            let ck = Checkpoint::load(&checkpoint)?;
+            let data_set = dataset_override(&data)?;
+            let cfg = config_from_checkpoint(&ck, &checkpoint, &data_set)?;
+            let device = make_device(&cfg.device)?;
+            let encoder = encoder_from_checkpoint(&ck, &cfg, &device)?;
+            let splits = data::load(&cfg.data, cfg.seed).context("loading the dataset")?;
+            let set = if split == Split::Train { &splits.train } else { &splits.test };
+            let kind = match features {
+                Features::Backbone => FeatureKind::Backbone,
+                Features::Head => FeatureKind::Head,
+            };
+            let pb = crate::train::run::bar(set.len() as u64, "embed".into(), true);
+            let f = extract(&encoder, set, eval_input(&cfg), kind, 256, &device, |n| pb.inc(n as u64))?;
+            pb.finish_and_clear();
+            let mut outck = Checkpoint::default();
+            outck.tensors.insert("features".into(), HostTensor::from_tensor(&f, false)?);
+            outck.tensors.insert("labels".into(), HostTensor::I64(vec![set.len()], set.labels.iter().map(|&l| l as i64).collect()));
+            outck.metadata.insert("classes".into(), set.classes.join(","));
+            outck.metadata.insert("checkpoint".into(), checkpoint.display().to_string());
+            outck.save(&out)?;
+            println!("wrote {} ({} × {})", out.display(), set.len(), f.dim(1)?);
+            Ok(0)
+        }
+        Command::Config { config, set } => {
+            print!("{}", load_config(config.as_deref(), &set)?.to_toml());
+            Ok(0)
+        }
+    }
+}
+
+/// `--set` entries that point a config at a dataset given on the command line.
+fn dataset_override(data: &str) -> Result<Vec<String>> {
+    if data == "builtin" {
+        return Ok(vec!["data.source=synthetic".into()]);
+    }
+    let p = Path::new(data);
+    let source = if p.join("train").is_dir() {
+        "image_folder"
+    } else if p.join("data_batch_1.bin").exists() || p.join("train.bin").exists() {
+        "cifar_bin"
+    } else {
+        return Err(DataError::Layout { path: p.into(), message: "not an ImageFolder root (train/, test/) nor a CIFAR binary folder".into() }.into());
+    };
+    Ok(vec![format!("data.source={source}"), format!("data.path={}", toml::Value::String(data.into()))])
+}
+
+/// The run config stored in a checkpoint's metadata, with overrides.
+pub fn config_from_checkpoint(ck: &Checkpoint, path: &Path, set: &[String]) -> Result<ValidRunConfig> {
+    let text = ck.metadata.get("config").with_context(|| format!("{}: no config in the checkpoint metadata", path.display()))?;
+    let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{}: config metadata is not TOML", path.display()))?;
+    for s in set {
+        let (k, v) = crate::config::parse_override(s)?;
+        crate::config::apply_override(&mut table, &k, v)?;
+    }
+    let cfg = RunConfig::from_table(table, &format!("{} (metadata)", path.display()))?;
+    cfg.validate().with_context(|| format!("{}: invalid config", path.display()))
+}
+
+/// Build the query encoder of a checkpoint (strict names).
+pub fn encoder_from_checkpoint(ck: &Checkpoint, cfg: &ValidRunConfig, device: &candle_core::Device) -> Result<Encoder> {
+    let store = store_from_prefix(ck, "encoder_q.", device)?;
+    let before = store.entries().len();
+    let enc = Encoder::new(&cfg.model, &store, cfg.seed)?;
+    if store.entries().len() != before {
+        bail!("checkpoint is missing encoder_q tensors for model {:?}", cfg.model);
+    }
+    Ok(enc)
+}

@@ -1,0 +1,502 @@
+//! The run configuration: one typed struct per concern, composed into [`RunConfig`].
+//!
+//! Every field has a default, so an empty TOML file is a valid run: the defaults are the
+//! official MoCo CIFAR-10 demo (`facebookresearch/moco/colab/moco_cifar10_demo.ipynb`:
+//! ResNet-18 CIFAR stem, MLP head, K=4096, m=0.99, τ=0.1, batch 512, lr 0.06 cosine,
+//! wd 5e-4, 200 epochs, SplitBatchNorm with 8 splits) on the built-in synthetic dataset.
+//! Unknown keys are rejected (`deny_unknown_fields`) and [`RunConfig::validate`] checks every
+//! rule once, before anything runs.
+
+mod overrides;
+mod validate;
+
+pub use overrides::{apply_override, parse_override, OverrideError};
+pub use validate::{effective_len, parse_device, ConfigError, DeviceRequest, ValidRunConfig};
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a training run needs, as read from TOML.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Seed of every random stream of the run (weights, queue, shuffles, augmentations).
+    pub seed: u64,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when built with it and a GPU is present).
+    pub device: String,
+    /// Dataset and input pipeline.
+    pub data: DataConfig,
+    /// Data augmentation (the two views).
+    pub augment: AugmentConfig,
+    /// Encoder architecture.
+    pub model: ModelConfig,
+    /// MoCo hyper-parameters (m, τ, shuffle BN).
+    pub moco: MocoConfig,
+    /// Which dictionary mechanism supplies the negatives.
+    pub dictionary: DictionaryConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// Evaluation (kNN monitor, linear protocol).
+    pub eval: EvalConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            device: "cpu".into(),
+            data: DataConfig::default(),
+            augment: AugmentConfig::default(),
+            model: ModelConfig::default(),
+            moco: MocoConfig::default(),
+            dictionary: DictionaryConfig::default(),
+            train: TrainConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+/// Where the images come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataSource {
+    /// The built-in procedural dataset (no files; seeded).
+    Synthetic,
+    /// `path/train/<class>/*.{jpg,png}` and `path/test/<class>/*`.
+    ImageFolder,
+    /// CIFAR-10 binary (`data_batch_{1..5}.bin`, `test_batch.bin`) or CIFAR-100 binary
+    /// (`train.bin`, `test.bin`), found in `path`.
+    CifarBin,
+}
+
+/// Dataset and input pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Kind of dataset.
+    pub source: DataSource,
+    /// Root folder of the dataset (unused for `synthetic`).
+    pub path: PathBuf,
+    /// Side of the square network input in pixels (images are resized/cropped to it).
+    pub image_size: usize,
+    /// Per-channel mean for `Normalize` (CIFAR-10 values from the official MoCo CIFAR demo).
+    pub mean: [f64; 3],
+    /// Per-channel std for `Normalize`.
+    pub std: [f64; 3],
+    /// Reshuffle the training set every epoch (false keeps the dataset order).
+    pub shuffle: bool,
+    /// Use only the first N training images of each epoch order (0 = all), for quick runs.
+    pub train_limit: usize,
+    /// Use only the first N test images (0 = all).
+    pub test_limit: usize,
+    /// Batches prepared ahead of the trainer by the background pipeline.
+    pub prefetch: usize,
+    /// Threads of the augmentation pool (0 = one per core).
+    pub workers: usize,
+    /// Built-in dataset: training images.
+    pub synthetic_train: usize,
+    /// Built-in dataset: test images.
+    pub synthetic_test: usize,
+    /// Built-in dataset: number of classes (at most 10 distinct patterns).
+    pub synthetic_classes: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: DataSource::Synthetic,
+            path: PathBuf::new(),
+            image_size: 32,
+            // moco_cifar10_demo.ipynb: Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
+            mean: [0.4914, 0.4822, 0.4465],
+            std: [0.2023, 0.1994, 0.2010],
+            shuffle: true,
+            train_limit: 0,
+            test_limit: 0,
+            prefetch: 4,
+            workers: 0,
+            synthetic_train: 2048,
+            synthetic_test: 512,
+            synthetic_classes: 10,
+        }
+    }
+}
+
+/// Named augmentation recipes; see [`crate::data::augment::AugmentParams::resolve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AugmentPreset {
+    /// MoCo v1 (`main_moco.py`, `aug_plus=False`): crop, grayscale 0.2, jitter(0.4,0.4,0.4,0.4), flip.
+    V1,
+    /// MoCo v2 (`aug_plus=True`): crop, jitter(0.4,0.4,0.4,0.1) p=0.8, grayscale 0.2, blur p=0.5, flip.
+    V2,
+    /// The official CIFAR demo: v2 without blur.
+    V2Cifar,
+    /// No augmentation: both views are the normalised image.
+    None,
+}
+
+/// Augmentation: a preset plus optional overrides of its parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AugmentConfig {
+    /// Base recipe.
+    pub preset: AugmentPreset,
+    /// RandomResizedCrop scale range (area fraction).
+    pub crop_scale: Option<[f64; 2]>,
+    /// ColorJitter strengths: brightness, contrast, saturation, hue.
+    pub jitter: Option<[f64; 4]>,
+    /// Probability of applying ColorJitter.
+    pub jitter_p: Option<f64>,
+    /// Probability of RandomGrayscale.
+    pub grayscale_p: Option<f64>,
+    /// Probability of GaussianBlur.
+    pub blur_p: Option<f64>,
+    /// GaussianBlur σ range in pixels of the network input.
+    pub blur_sigma: Option<[f64; 2]>,
+    /// Probability of a horizontal flip.
+    pub flip_p: Option<f64>,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            preset: AugmentPreset::V2Cifar,
+            crop_scale: None,
+            jitter: None,
+            jitter_p: None,
+            grayscale_p: None,
+            blur_p: None,
+            blur_sigma: None,
+            flip_p: None,
+        }
+    }
+}
+
+/// ResNet depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// BasicBlock ×[2,2,2,2].
+    Resnet18,
+    /// BasicBlock ×[3,4,6,3].
+    Resnet34,
+    /// Bottleneck ×[3,4,6,3].
+    Resnet50,
+}
+
+/// First layers of the ResNet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stem {
+    /// 3×3 conv stride 1, no max-pool (for 32×32 inputs).
+    Cifar,
+    /// 7×7 conv stride 2 + 3×3 max-pool stride 2 (torchvision).
+    Imagenet,
+}
+
+/// Projection head on top of the pooled backbone features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadKind {
+    /// MoCo v1: `fc` = Linear(feat, dim).
+    Linear,
+    /// MoCo v2: `fc.0` Linear(feat, feat), ReLU, `fc.2` Linear(feat, dim).
+    Mlp,
+}
+
+/// Encoder architecture.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// ResNet depth.
+    pub arch: Arch,
+    /// Stem variant.
+    pub stem: Stem,
+    /// Channels of the first stage (64 in torchvision; smaller for CPU-scale runs).
+    pub width: usize,
+    /// Projection head.
+    pub head: HeadKind,
+    /// Output dimension of the head (`dim` in the paper; 128).
+    pub feature_dim: usize,
+    /// BatchNorm statistics are computed per group of `batch/bn_splits` images (the official
+    /// CIFAR demo's SplitBatchNorm; emulates per-GPU BN on one device). 1 = whole batch.
+    pub bn_splits: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            arch: Arch::Resnet18,
+            stem: Stem::Cifar,
+            width: 64,
+            head: HeadKind::Mlp,
+            feature_dim: 128,
+            bn_splits: 8,
+        }
+    }
+}
+
+/// MoCo hyper-parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MocoConfig {
+    /// Key-encoder EMA coefficient `m`: θk ← m·θk + (1−m)·θq.
+    pub momentum: f64,
+    /// Softmax temperature `τ`.
+    pub temperature: f64,
+    /// Shuffle the keys across BN groups before the key forward (needs `model.bn_splits > 1`
+    /// to have an effect).
+    pub shuffle_bn: bool,
+}
+
+impl Default for MocoConfig {
+    fn default() -> Self {
+        Self { momentum: 0.99, temperature: 0.1, shuffle_bn: true }
+    }
+}
+
+/// The paper's three dictionary mechanisms (Figure 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DictionaryMode {
+    /// Keys of the current batch through the query encoder, by backprop (K = batch − 1 negatives).
+    EndToEnd,
+    /// One feature per training image; K negatives sampled each step (Wu et al. 2018).
+    MemoryBank,
+    /// A FIFO queue of K keys from a momentum-updated key encoder.
+    Moco,
+}
+
+impl DictionaryMode {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EndToEnd => "end_to_end",
+            Self::MemoryBank => "memory_bank",
+            Self::Moco => "moco",
+        }
+    }
+}
+
+/// Dictionary mechanism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DictionaryConfig {
+    /// Mechanism.
+    pub mode: DictionaryMode,
+    /// `K`: negatives per query (queue length or bank samples). Ignored by `end_to_end`.
+    pub size: usize,
+    /// Memory bank: v ← normalize(b·v + (1−b)·q) for the positives' entries (0.5 in Wu et al.).
+    pub bank_momentum: f64,
+}
+
+impl Default for DictionaryConfig {
+    fn default() -> Self {
+        Self { mode: DictionaryMode::Moco, size: 4096, bank_momentum: 0.5 }
+    }
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    /// lr·0.5·(1+cos(π·e/E)) (MoCo v2).
+    Cosine,
+    /// lr·0.1^(milestones passed) (MoCo v1).
+    Step,
+    /// Constant lr.
+    Constant,
+}
+
+/// Optimisation of the query encoder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Epochs over the training set.
+    pub epochs: usize,
+    /// Stop after this many optimizer steps in total (the schedule still spans `epochs`).
+    pub max_steps: Option<usize>,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// If set, lr is scaled by batch_size / lr_reference_batch (linear scaling rule).
+    pub lr_reference_batch: Option<usize>,
+    /// SGD momentum (PyTorch semantics).
+    pub sgd_momentum: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// Schedule shape.
+    pub schedule: ScheduleKind,
+    /// Epochs at which the step schedule multiplies lr by 0.1.
+    pub milestones: Vec<usize>,
+    /// Linear warm-up length in epochs (0 = none).
+    pub warmup_epochs: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 200,
+            max_steps: None,
+            batch_size: 512,
+            lr: 0.06,
+            lr_reference_batch: None,
+            sgd_momentum: 0.9,
+            weight_decay: 5e-4,
+            schedule: ScheduleKind::Cosine,
+            milestones: vec![120, 160],
+            warmup_epochs: 0.0,
+        }
+    }
+}
+
+/// Which features the kNN monitor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// Pooled backbone output (before the head).
+    Backbone,
+    /// Head output.
+    Head,
+}
+
+/// Evaluation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Run the kNN monitor every N epochs (0 = only at the end).
+    pub knn_every: usize,
+    /// Neighbours (k=200 as in InstDisc / the MoCo CIFAR demo).
+    pub knn_k: usize,
+    /// Weighting temperature: w = exp(sim / t).
+    pub knn_t: f64,
+    /// Feature used by kNN.
+    pub knn_features: FeatureKind,
+    /// Run the linear protocol at the end of training.
+    pub linear_at_end: bool,
+    /// Linear protocol settings.
+    pub linear: LinearConfig,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            knn_every: 0,
+            knn_k: 200,
+            knn_t: 0.1,
+            knn_features: FeatureKind::Backbone,
+            linear_at_end: false,
+            linear: LinearConfig::default(),
+        }
+    }
+}
+
+/// The linear classification protocol (`main_lincls.py`): frozen backbone, one linear layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinearConfig {
+    /// Epochs (100).
+    pub epochs: usize,
+    /// Learning rate (30).
+    pub lr: f64,
+    /// SGD momentum (0.9).
+    pub sgd_momentum: f64,
+    /// Weight decay (0).
+    pub weight_decay: f64,
+    /// lr ×0.1 at these epochs (60, 80).
+    pub milestones: Vec<usize>,
+    /// Batch size (256).
+    pub batch_size: usize,
+    /// `cached`: features of the un-augmented images computed once (fast);
+    /// `augmented`: RandomResizedCrop + flip each epoch through the frozen backbone (main_lincls).
+    pub features: LinearFeatures,
+}
+
+/// How the linear protocol gets its features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinearFeatures {
+    /// Compute once, no augmentation.
+    Cached,
+    /// Augment each epoch (crop + flip), as `main_lincls.py`.
+    Augmented,
+}
+
+impl Default for LinearConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            lr: 30.0,
+            sgd_momentum: 0.9,
+            weight_decay: 0.0,
+            milestones: vec![60, 80],
+            batch_size: 256,
+            features: LinearFeatures::Cached,
+        }
+    }
+}
+
+/// Errors from reading a config file (before validation).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Bad TOML or a key/value serde rejects (unknown key, wrong type).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// File name or `--set`.
+        origin: String,
+        /// serde/toml message (names the key).
+        message: String,
+    },
+    /// A `--set` override is malformed.
+    #[error(transparent)]
+    Override(#[from] OverrideError),
+}
+
+impl RunConfig {
+    /// Parse a TOML document; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, LoadError> {
+        toml::from_str(text).map_err(|e| LoadError::Parse { origin: origin.into(), message: e.to_string() })
+    }
+
+    /// Read a TOML file, apply `key=value` overrides, deserialize.
+    pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, LoadError> {
+        let (mut value, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| LoadError::Io { path: p.to_path_buf(), source })?;
+                let v: toml::Table = toml::from_str(&text)
+                    .map_err(|e| LoadError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
+                (v, p.display().to_string())
+            }
+            None => (toml::Table::new(), "built-in defaults".to_string()),
+        };
+        for o in overrides {
+            let (key, val) = parse_override(o)?;
+            apply_override(&mut value, &key, val)?;
+        }
+        let origin = if overrides.is_empty() { origin } else { format!("{origin} with --set {}", overrides.join(" ")) };
+        Self::from_table(value, &origin)
+    }
+
+    /// Deserialize from a TOML table.
+    pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, LoadError> {
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| LoadError::Parse { origin: origin.into(), message: e.to_string() })
+    }
+
+    /// The fully resolved config as TOML (every default explicit).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("RunConfig always serializes")
+    }
+}

@@ -1,0 +1,81 @@
+//! The CIFAR-10/100 binary format (`cifar-10-batches-bin`, `cifar-100-binary`).
+//!
+//! CIFAR-10 records are `<1 byte label><3072 bytes: 1024 R, 1024 G, 1024 B>`; CIFAR-100
+//! records are `<coarse label><fine label><3072 bytes>` and we use the fine label.
+//! <https://www.cs.toronto.edu/~kriz/cifar.html>
+
+use super::{DataError, Image, ImageSet, Splits};
+use std::path::Path;
+
+const PIXELS: usize = 32 * 32;
+const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+
+/// Parse one binary file of records with `label_bytes` leading label bytes (label = last one).
+pub fn parse_records(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Image>, Vec<u32>), DataError> {
+    let rec = label_bytes + 3 * PIXELS;
+    if bytes.is_empty() || bytes.len() % rec != 0 {
+        return Err(DataError::Layout {
+            path: path.to_path_buf(),
+            message: format!("size {} is not a multiple of the {rec}-byte CIFAR record", bytes.len()),
+        });
+    }
+    let mut images = Vec::with_capacity(bytes.len() / rec);
+    let mut labels = Vec::with_capacity(bytes.len() / rec);
+    for r in bytes.chunks_exact(rec) {
+        labels.push(r[label_bytes - 1] as u32);
+        let planes = &r[label_bytes..];
+        let mut pixels = vec![0u8; 3 * PIXELS];
+        for p in 0..PIXELS {
+            for c in 0..3 {
+                pixels[p * 3 + c] = planes[c * PIXELS + p];
+            }
+        }
+        images.push(Image { width: 32, height: 32, pixels });
+    }
+    Ok((images, labels))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, DataError> {
+    std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
+}
+
+/// Load CIFAR-10 (`data_batch_1..5.bin`, `test_batch.bin`) or CIFAR-100 (`train.bin`,
+/// `test.bin`) from `dir`.
+pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
+    let set = |(images, labels): (Vec<Image>, Vec<u32>), classes: &[String]| ImageSet { images, labels, classes: classes.to_vec() };
+    if dir.join("data_batch_1.bin").exists() {
+        let classes: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
+        let mut train = ImageSet { classes: classes.clone(), ..Default::default() };
+        for i in 1..=5 {
+            let p = dir.join(format!("data_batch_{i}.bin"));
+            let (im, lb) = parse_records(&read(&p)?, 1, &p)?;
+            train.images.extend(im);
+            train.labels.extend(lb);
+        }
+        let p = dir.join("test_batch.bin");
+        let test = set(parse_records(&read(&p)?, 1, &p)?, &classes);
+        check_labels(&train, dir)?;
+        Ok(Splits { train, test })
+    } else if dir.join("train.bin").exists() {
+        let classes: Vec<String> = (0..100).map(|i| format!("class_{i:02}")).collect();
+        let p = dir.join("train.bin");
+        let train = set(parse_records(&read(&p)?, 2, &p)?, &classes);
+        let p = dir.join("test.bin");
+        let test = set(parse_records(&read(&p)?, 2, &p)?, &classes);
+        check_labels(&train, dir)?;
+        Ok(Splits { train, test })
+    } else {
+        Err(DataError::Layout {
+            path: dir.to_path_buf(),
+            message: "no CIFAR binary files (expected data_batch_1.bin … test_batch.bin, or train.bin/test.bin)".into(),
+        })
+    }
+}
+
+fn check_labels(set: &ImageSet, dir: &Path) -> Result<(), DataError> {
+    match set.labels.iter().find(|&&l| l as usize >= set.classes.len()) {
+        Some(l) => Err(DataError::Layout { path: dir.to_path_buf(), message: format!("label {l} out of range") }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,142 @@
+//! Datasets held in memory as decoded 8-bit RGB images, and the pipeline that turns them into
+//! augmented, normalised batches.
+//!
+//! Sources: the built-in procedural dataset ([`synthetic`]), ImageFolder trees of JPEG/PNG
+//! ([`folder`]) and the CIFAR-10/100 binary format ([`cifar`]). Images are decoded once.
+
+pub mod augment;
+pub mod cifar;
+pub mod folder;
+pub mod loader;
+pub mod synthetic;
+
+use crate::config::{effective_len, DataConfig, DataSource};
+use std::path::PathBuf;
+
+/// One decoded image, 8-bit RGB, row-major HWC.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Image {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `height*width*3` bytes.
+    pub pixels: Vec<u8>,
+}
+
+/// A labelled set of images.
+#[derive(Debug, Clone, Default)]
+pub struct ImageSet {
+    /// Images.
+    pub images: Vec<Image>,
+    /// Class index per image.
+    pub labels: Vec<u32>,
+    /// Class names, index = label.
+    pub classes: Vec<String>,
+}
+
+impl ImageSet {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+    /// Keep the first `limit` images (0 = all).
+    pub fn truncate(&mut self, limit: usize) {
+        let n = effective_len(self.len(), limit);
+        self.images.truncate(n);
+        self.labels.truncate(n);
+    }
+    /// Keep a class-balanced prefix of `limit` images (0 = all): images are taken in
+    /// round-robin over classes so a small limit still covers every class.
+    pub fn take_balanced(&mut self, limit: usize) {
+        if limit == 0 || limit >= self.len() {
+            return;
+        }
+        let k = self.classes.len().max(1);
+        let mut per_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+        for (i, &l) in self.labels.iter().enumerate() {
+            per_class[l as usize % k].push(i);
+        }
+        let mut order = Vec::with_capacity(limit);
+        let mut round = 0;
+        while order.len() < limit {
+            let mut any = false;
+            for c in &per_class {
+                if let Some(&i) = c.get(round) {
+                    order.push(i);
+                    any = true;
+                    if order.len() == limit {
+                        break;
+                    }
+                }
+            }
+            if !any {
+                break;
+            }
+            round += 1;
+        }
+        order.sort_unstable();
+        self.images = order.iter().map(|&i| self.images[i].clone()).collect();
+        self.labels = order.iter().map(|&i| self.labels[i]).collect();
+    }
+}
+
+/// Errors while loading a dataset; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    /// File system error.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// An image that does not decode.
+    #[error("{path}: cannot decode image: {message}")]
+    Decode {
+        /// Path.
+        path: PathBuf,
+        /// Decoder message.
+        message: String,
+    },
+    /// The layout on disk is not what the source expects.
+    #[error("{path}: {message}")]
+    Layout {
+        /// Path.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Train and test splits.
+#[derive(Debug, Clone)]
+pub struct Splits {
+    /// Training images (labels unused by the self-supervised step, used by kNN/linear).
+    pub train: ImageSet,
+    /// Test images.
+    pub test: ImageSet,
+}
+
+/// Load the dataset a config names, applying the train/test limits (class-balanced).
+pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
+    let mut splits = match cfg.source {
+        DataSource::Synthetic => synthetic::generate(cfg, seed),
+        DataSource::ImageFolder => Splits {
+            train: folder::load_image_folder(&cfg.path.join("train"))?,
+            test: folder::load_image_folder(&cfg.path.join("test"))?,
+        },
+        DataSource::CifarBin => cifar::load_cifar_bin(&cfg.path)?,
+    };
+    splits.train.take_balanced(cfg.train_limit);
+    splits.test.take_balanced(cfg.test_limit);
+    if splits.train.is_empty() {
+        return Err(DataError::Layout { path: cfg.path.clone(), message: "no training images".into() });
+    }
+    Ok(splits)
+}

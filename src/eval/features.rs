@@ -1,0 +1,36 @@
+//! Features of a frozen encoder (BN in eval mode) over a whole image set.
+
+use crate::config::FeatureKind;
+use crate::data::loader::eval_batch;
+use crate::data::ImageSet;
+use crate::model::{BnMode, Encoder};
+use candle_core::{Device, Result, Tensor};
+
+/// Normalisation and size of the evaluation transform.
+#[derive(Debug, Clone, Copy)]
+pub struct EvalInput {
+    /// Side in pixels.
+    pub image_size: usize,
+    /// Mean.
+    pub mean: [f32; 3],
+    /// Std.
+    pub std: [f32; 3],
+}
+
+/// Features `(N, D)` of every image (backbone or head output, not normalised), in batches.
+pub fn extract(encoder: &Encoder, data: &ImageSet, input: EvalInput, kind: FeatureKind, batch: usize, device: &Device, mut progress: impl FnMut(usize)) -> Result<Tensor> {
+    let mut parts = Vec::new();
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch.max(1)) {
+        let x = eval_batch(data, chunk, input.image_size, input.mean, input.std);
+        let x = Tensor::from_vec(x, (chunk.len(), 3, input.image_size, input.image_size), device)?;
+        let f = encoder.features(&x, BnMode::Eval)?;
+        let f = match kind {
+            FeatureKind::Backbone => f,
+            FeatureKind::Head => encoder.head().forward(&f)?,
+        };
+        parts.push(f.detach());
+        progress(chunk.len());
+    }
+    Tensor::cat(&parts, 0)
+}

@@ -1,0 +1,217 @@
+//! safetensors files holding named tensors plus string metadata, written atomically, loaded
+//! strictly (missing and unexpected names are listed).
+//!
+//! A run checkpoint holds (official MoCo state-dict names where they exist):
+//! `encoder_q.<torchvision name>`, `encoder_k.<…>` (moco), `queue (C, K)` and `queue_ptr (1,)`
+//! i64 (moco), `memory_bank (N, C)` (memory_bank), `optimizer.momentum_buffer.<name>`; and in
+//! `__metadata__`: `format = "pt"`, `epoch`, `step`, `seed`, `config` (TOML), `commit`.
+//! BatchNorm `num_batches_tracked` tensors are i64 scalars, as in PyTorch.
+
+use super::atomic::write_atomic;
+use candle_core::{DType, Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// Errors reading or writing a checkpoint; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// File system.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// Not a valid safetensors file.
+    #[error("{path}: not a valid safetensors file: {message}")]
+    Format {
+        /// File.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// Tensor names do not match what is expected.
+    #[error("{path}: tensor names do not match the model: missing {missing:?}, unexpected {unexpected:?}")]
+    Keys {
+        /// File.
+        path: PathBuf,
+        /// Expected but absent.
+        missing: Vec<String>,
+        /// Present but not expected.
+        unexpected: Vec<String>,
+    },
+    /// A tensor with the wrong shape or dtype.
+    #[error("{path}: tensor {name}: {message}")]
+    Tensor {
+        /// File.
+        path: PathBuf,
+        /// Tensor.
+        name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A candle error while converting.
+    #[error("{path}: {source}")]
+    Candle {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: candle_core::Error,
+    },
+}
+
+/// A tensor on the host, f32 or i64.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostTensor {
+    /// f32 data with its shape.
+    F32(Vec<usize>, Vec<f32>),
+    /// i64 data with its shape.
+    I64(Vec<usize>, Vec<i64>),
+}
+
+impl HostTensor {
+    /// Copy a candle tensor to the host (f32 unless `as_i64`).
+    pub fn from_tensor(t: &Tensor, as_i64: bool) -> candle_core::Result<Self> {
+        let shape = t.dims().to_vec();
+        let flat = t.flatten_all()?;
+        Ok(if as_i64 {
+            Self::I64(shape, flat.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().map(|&v| v as i64).collect())
+        } else {
+            Self::F32(shape, flat.to_dtype(DType::F32)?.to_vec1::<f32>()?)
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Self::F32(s, _) | Self::I64(s, _) => s,
+        }
+    }
+
+    /// As an f32 candle tensor on `device`.
+    pub fn to_tensor(&self, device: &Device) -> candle_core::Result<Tensor> {
+        match self {
+            Self::F32(s, d) => Tensor::from_vec(d.clone(), s.clone(), device),
+            Self::I64(s, d) => Tensor::from_vec(d.iter().map(|&v| v as f32).collect::<Vec<f32>>(), s.clone(), device),
+        }
+    }
+
+    fn bytes(&self) -> Vec<u8> {
+        match self {
+            Self::F32(_, d) => d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Self::I64(_, d) => d.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+/// Named tensors plus metadata.
+#[derive(Debug, Clone, Default)]
+pub struct Checkpoint {
+    /// Tensors by name (sorted).
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// `__metadata__` strings.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Checkpoint {
+    /// Serialize to safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
+        let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.bytes(), if matches!(t, HostTensor::F32(..)) { Dtype::F32 } else { Dtype::I64 }, t.shape().to_vec()))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, b, d, s)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
+        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| e.to_string())
+    }
+
+    /// Write atomically.
+    pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
+        let bytes = self.to_bytes().map_err(|message| CheckpointError::Format { path: path.into(), message })?;
+        write_atomic(path, &bytes).map_err(|source| CheckpointError::Io { path: path.into(), source })
+    }
+
+    /// Read a file (f32, f16/bf16/f64 converted to f32; i64/i32 kept as i64).
+    pub fn load(path: &Path) -> Result<Self, CheckpointError> {
+        let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
+        let fmt = |e: safetensors::SafeTensorError| CheckpointError::Format { path: path.into(), message: e.to_string() };
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(fmt)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(fmt)?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let shape = view.shape().to_vec();
+            let d = view.data();
+            let t = match view.dtype() {
+                Dtype::F32 => HostTensor::F32(shape, d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
+                Dtype::F64 => HostTensor::F32(shape, d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()),
+                Dtype::I64 => HostTensor::I64(shape, d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+                Dtype::I32 => HostTensor::I64(shape, d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+                other => {
+                    return Err(CheckpointError::Tensor { path: path.into(), name, message: format!("unsupported dtype {other:?}") })
+                }
+            };
+            tensors.insert(name, t);
+        }
+        let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+        Ok(Self { tensors, metadata })
+    }
+
+    /// Check that the names under `prefix` are exactly `expected`.
+    pub fn check_keys(&self, path: &Path, prefix: &str, expected: &[String]) -> Result<(), CheckpointError> {
+        let have: Vec<String> = self.tensors.keys().filter_map(|k| k.strip_prefix(prefix).map(str::to_string)).collect();
+        let missing: Vec<String> = expected.iter().filter(|e| !have.contains(e)).map(|e| format!("{prefix}{e}")).collect();
+        let unexpected: Vec<String> = have.iter().filter(|h| !expected.contains(h)).map(|h| format!("{prefix}{h}")).collect();
+        if missing.is_empty() && unexpected.is_empty() {
+            Ok(())
+        } else {
+            Err(CheckpointError::Keys { path: path.into(), missing, unexpected })
+        }
+    }
+
+    /// A tensor that must exist with a given shape.
+    pub fn get(&self, path: &Path, name: &str, shape: Option<&[usize]>) -> Result<&HostTensor, CheckpointError> {
+        let t = self.tensors.get(name).ok_or_else(|| CheckpointError::Keys { path: path.into(), missing: vec![name.into()], unexpected: vec![] })?;
+        if let Some(s) = shape {
+            if t.shape() != s {
+                return Err(CheckpointError::Tensor { path: path.into(), name: name.into(), message: format!("shape {:?}, expected {s:?}", t.shape()) });
+            }
+        }
+        Ok(t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_with_metadata_and_strict_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.safetensors");
+        let mut c = Checkpoint::default();
+        c.tensors.insert("encoder_q.a".into(), HostTensor::F32(vec![2, 2], vec![1., 2., 3., 4.]));
+        c.tensors.insert("queue_ptr".into(), HostTensor::I64(vec![1], vec![7]));
+        c.metadata.insert("epoch".into(), "3".into());
+        c.save(&p).unwrap();
+        let d = Checkpoint::load(&p).unwrap();
+        assert_eq!(d.tensors, c.tensors);
+        assert_eq!(d.metadata["epoch"], "3");
+        assert!(d.check_keys(&p, "encoder_q.", &["a".into()]).is_ok());
+        match d.check_keys(&p, "encoder_q.", &["b".into()]) {
+            Err(CheckpointError::Keys { missing, unexpected, .. }) => {
+                assert_eq!(missing, vec!["encoder_q.b"]);
+                assert_eq!(unexpected, vec!["encoder_q.a"]);
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::write(&p, b"garbage").unwrap();
+        assert!(matches!(Checkpoint::load(&p), Err(CheckpointError::Format { .. })));
+    }
+}

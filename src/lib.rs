@@ -1,0 +1,26 @@
+//! # moco-harness
+//!
+//! The reference Rust harness for Momentum Contrast (He et al., CVPR 2020) on candle.
+//!
+//! - [`config`]: the typed, validated run config (TOML + `--set` overrides).
+//! - [`data`]: datasets in memory (built-in, ImageFolder, CIFAR binary), torchvision-style
+//!   augmentations, the background batch pipeline.
+//! - [`model`]: ResNet encoders with torchvision tensor names, BN with split statistics.
+//! - [`train`]: InfoNCE, the queue / memory bank, the EMA, SGD, schedules, the step of each
+//!   dictionary mechanism, and the epoch loop that owns a run directory.
+//! - [`eval`]: weighted kNN and the linear protocol on frozen features.
+//! - [`io`]: atomic files, safetensors checkpoints, run directories.
+//! - [`cli`]: the `moco` command.
+//!
+//! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod io;
+pub mod model;
+pub mod rng;
+pub mod train;

@@ -1,0 +1,163 @@
+//! ResNet-18/34/50 (He et al. 2016) as in torchvision, with a CIFAR stem option, and the MoCo
+//! projection head; BatchNorm threaded through in train or eval mode.
+//!
+//! Tensor names (torchvision's `state_dict()`; the checkpoint prefixes `encoder_q.`/`encoder_k.`):
+//! ```text
+//! conv1.weight                       stem conv (3×3 s1 for CIFAR, 7×7 s2 for ImageNet)
+//! bn1.{weight,bias,running_mean,running_var,num_batches_tracked}
+//! layer{1..4}.{i}.conv{1,2[,3]}.weight, layer{1..4}.{i}.bn{1,2[,3]}.*
+//! layer{2..4}.0.downsample.0.weight, layer{2..4}.0.downsample.1.*   (1×1 conv + BN)
+//! fc.weight, fc.bias                 MoCo v1 linear head (feat → dim)
+//! fc.0.{weight,bias}, fc.2.{weight,bias}   MoCo v2 MLP head (feat → feat → dim; fc.1 is the ReLU)
+//! ```
+//! Bottleneck is torchvision's v1.5 (stride on the 3×3 conv). The CIFAR stem replaces the
+//! 7×7 conv with a 3×3 stride-1 conv and drops the max-pool, as in the MoCo CIFAR demo.
+
+use super::layers::{avg_pool, max_pool_3x3_s2, BatchNorm2d, BnMode, Conv2d, Linear};
+use super::params::ParamStore;
+use crate::config::{Arch, HeadKind, ModelConfig, Stem};
+use candle_core::{Result, Tensor};
+
+/// Residual block (BasicBlock or Bottleneck).
+#[derive(Debug, Clone)]
+struct Block {
+    convs: Vec<(Conv2d, BatchNorm2d)>,
+    downsample: Option<(Conv2d, BatchNorm2d)>,
+}
+
+impl Block {
+    fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        let mut y = x.clone();
+        let last = self.convs.len() - 1;
+        for (i, (conv, bn)) in self.convs.iter().enumerate() {
+            y = bn.forward(&conv.forward(&y)?, mode)?;
+            if i < last {
+                y = y.relu()?;
+            }
+        }
+        let shortcut = match &self.downsample {
+            Some((c, bn)) => bn.forward(&c.forward(x)?, mode)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// The projection head.
+#[derive(Debug, Clone)]
+pub enum Head {
+    /// `fc`.
+    Linear(Linear),
+    /// `fc.0`, ReLU, `fc.2`.
+    Mlp(Linear, Linear),
+}
+
+impl Head {
+    /// `(N, feat)` → `(N, dim)`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Head::Linear(l) => l.forward(x),
+            Head::Mlp(a, b) => b.forward(&a.forward(x)?.relu()?),
+        }
+    }
+}
+
+/// A ResNet backbone plus projection head: one MoCo encoder.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    stem: (Conv2d, BatchNorm2d),
+    imagenet_stem: bool,
+    blocks: Vec<Block>,
+    head: Head,
+    feat_dim: usize,
+}
+
+/// Blocks per stage and whether they are bottlenecks.
+fn layout(arch: Arch) -> ([usize; 4], bool) {
+    match arch {
+        Arch::Resnet18 => ([2, 2, 2, 2], false),
+        Arch::Resnet34 => ([3, 4, 6, 3], false),
+        Arch::Resnet50 => ([3, 4, 6, 3], true),
+    }
+}
+
+impl Encoder {
+    /// Build (or fetch from `store`) every tensor of the encoder.
+    pub fn new(cfg: &ModelConfig, store: &ParamStore, seed: u64) -> Result<Self> {
+        let w = cfg.width;
+        let stem = match cfg.stem {
+            Stem::Cifar => Conv2d::new(store, "conv1", 3, w, 3, 1, 1, seed)?,
+            Stem::Imagenet => Conv2d::new(store, "conv1", 3, w, 7, 2, 3, seed)?,
+        };
+        let stem = (stem, BatchNorm2d::new(store, "bn1", w, seed)?);
+        let (counts, bottleneck) = layout(cfg.arch);
+        let expansion = if bottleneck { 4 } else { 1 };
+        let mut blocks = Vec::new();
+        let mut cin = w;
+        for (stage, &count) in counts.iter().enumerate() {
+            let planes = w << stage;
+            for i in 0..count {
+                let p = format!("layer{}.{i}", stage + 1);
+                let stride = if stage > 0 && i == 0 { 2 } else { 1 };
+                let cout = planes * expansion;
+                let cb = |j: usize, ci: usize, co: usize, k: usize, s: usize| -> Result<(Conv2d, BatchNorm2d)> {
+                    Ok((
+                        Conv2d::new(store, &format!("{p}.conv{j}"), ci, co, k, s, k / 2, seed)?,
+                        BatchNorm2d::new(store, &format!("{p}.bn{j}"), co, seed)?,
+                    ))
+                };
+                let convs = if bottleneck {
+                    vec![cb(1, cin, planes, 1, 1)?, cb(2, planes, planes, 3, stride)?, cb(3, planes, cout, 1, 1)?]
+                } else {
+                    vec![cb(1, cin, planes, 3, stride)?, cb(2, planes, planes, 3, 1)?]
+                };
+                let downsample = if stride != 1 || cin != cout {
+                    Some((
+                        Conv2d::new(store, &format!("{p}.downsample.0"), cin, cout, 1, stride, 0, seed)?,
+                        BatchNorm2d::new(store, &format!("{p}.downsample.1"), cout, seed)?,
+                    ))
+                } else {
+                    None
+                };
+                blocks.push(Block { convs, downsample });
+                cin = cout;
+            }
+        }
+        let feat_dim = cin;
+        let head = match cfg.head {
+            HeadKind::Linear => Head::Linear(Linear::new(store, "fc", feat_dim, cfg.feature_dim, seed)?),
+            HeadKind::Mlp => Head::Mlp(
+                Linear::new(store, "fc.0", feat_dim, feat_dim, seed)?,
+                Linear::new(store, "fc.2", feat_dim, cfg.feature_dim, seed)?,
+            ),
+        };
+        Ok(Self { stem, imagenet_stem: cfg.stem == Stem::Imagenet, blocks, head, feat_dim })
+    }
+
+    /// Dimension of the pooled backbone features.
+    pub fn feat_dim(&self) -> usize {
+        self.feat_dim
+    }
+
+    /// Backbone: `(N, 3, S, S)` → pooled features `(N, feat)`.
+    pub fn features(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        let mut y = self.stem.1.forward(&self.stem.0.forward(x)?, mode)?.relu()?;
+        if self.imagenet_stem {
+            y = max_pool_3x3_s2(&y)?;
+        }
+        for b in &self.blocks {
+            y = b.forward(&y, mode)?;
+        }
+        avg_pool(&y)
+    }
+
+    /// Backbone + head: `(N, 3, S, S)` → `(N, dim)` (not normalised).
+    pub fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        self.head.forward(&self.features(x, mode)?)
+    }
+
+    /// The projection head alone.
+    pub fn head(&self) -> &Head {
+        &self.head
+    }
+}
