@@ -21,6 +21,7 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod io;
+pub mod kernels;
 pub mod model;
 pub mod rng;
 pub mod train;

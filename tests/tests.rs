@@ -1,1 +1,3 @@
-//! Integration tests (one binary).
+//! Integration tests (one binary): the golden MoCo step, configs, training runs.
+
+mod golden;

@@ -35,7 +35,11 @@ impl Conv2d {
 
     /// `(N, Cin, H, W)` → `(N, Cout, H', W')`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)
+        if x.device().is_cpu() {
+            crate::kernels::conv::conv2d(x, self.weight.as_tensor(), self.stride, self.padding)
+        } else {
+            x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)
+        }
     }
 }
 
@@ -86,28 +90,43 @@ impl BatchNorm2d {
             }
             BnMode::Train { splits } => {
                 let g = splits;
-                let xg = x.reshape((g, n / g, c, h * w))?;
-                let mean = xg.mean_keepdim(3)?.mean_keepdim(1)?; // (G, 1, C, 1)
-                let xc = xg.broadcast_sub(&mean)?;
-                let var = xc.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // biased, (G, 1, C, 1)
-                let inv = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
-                let y = xc
-                    .broadcast_mul(&inv)?
-                    .broadcast_mul(&wt.reshape((1, 1, c, 1))?)?
-                    .broadcast_add(&bs.reshape((1, 1, c, 1))?)?;
-                // Running statistics (no gradient).
+                let (y, mean, var) = if x.device().is_cpu() {
+                    let (y, st) = crate::kernels::batch_norm::batch_norm_train(x, wt, bs, g, BN_EPS)?;
+                    let dev = x.device();
+                    (y, Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?)
+                } else {
+                    batch_norm_composed(x, wt, bs, g)?
+                };
+                // Running statistics (no gradient): average over groups, unbiased variance.
                 let m = ((n / g) * h * w) as f64;
-                let gm = mean.detach().reshape((g, c))?.mean(0)?;
-                let gv = (var.detach().reshape((g, c))?.mean(0)? * (m / (m - 1.0).max(1.0)))?;
+                let gm = mean.detach().mean(0)?;
+                let gv = (var.detach().mean(0)? * (m / (m - 1.0).max(1.0)))?;
                 let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (gm * BN_MOMENTUM)?)?;
                 let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (gv * BN_MOMENTUM)?)?;
                 self.running_mean.set(&rm)?;
                 self.running_var.set(&rv)?;
                 self.num_batches_tracked.set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
-                y.reshape((n, c, h, w))
+                Ok(y)
             }
         }
     }
+}
+
+/// Train-mode BN from candle ops (any device): returns `y`, group means and biased group
+/// variances `(G, C)`. The CPU path uses the fused kernel instead; tests compare the two.
+pub fn batch_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    let xg = x.reshape((g, n / g, c, h * w))?;
+    let mean = xg.mean_keepdim(3)?.mean_keepdim(1)?; // (G, 1, C, 1)
+    let xc = xg.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // biased, (G, 1, C, 1)
+    let inv = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
+    let y = xc
+        .broadcast_mul(&inv)?
+        .broadcast_mul(&weight.reshape((1, 1, c, 1))?)?
+        .broadcast_add(&bias.reshape((1, 1, c, 1))?)?
+        .reshape((n, c, h, w))?;
+    Ok((y, mean.reshape((g, c))?, var.reshape((g, c))?))
 }
 
 /// Linear layer `y = x Wᵀ + b`; PyTorch default init U(±1/√in) for both.
@@ -142,4 +161,76 @@ pub fn avg_pool(x: &Tensor) -> Result<Tensor> {
 /// −∞ padding).
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+    use rand::{Rng, SeedableRng};
+
+    fn rand_var(shape: &[usize], lo: f32, hi: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Var {
+        let n: usize = shape.iter().product();
+        Var::from_tensor(&Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()).unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+    }
+
+    /// The fused CPU kernel against the composed candle ops: output, statistics and the three
+    /// gradients, for whole-batch and split statistics and odd spatial sizes.
+    #[test]
+    fn fused_batch_norm_matches_composed() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2), (4, 5, 4, 4, 2)] {
+            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
+            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let (y1, st) = crate::kernels::batch_norm::batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g, BN_EPS).unwrap();
+            let (y2, mean, var) = batch_norm_composed(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g).unwrap();
+            assert!(max_abs_diff(&y1, &y2) < 1e-4);
+            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
+            assert!(max_abs_diff(&Tensor::from_vec(st.var, (g, c), &Device::Cpu).unwrap(), &var) < 1e-4);
+            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt, &b] {
+                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
+            }
+        }
+    }
+
+    /// Finite differences on the fused kernel's input gradient (f32, central, loose tolerance).
+    #[test]
+    fn fused_batch_norm_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let (n, c, h, w) = (4, 2, 3, 2);
+        let x = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+        let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+        let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+        let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+        let f = |xt: &Tensor| -> f64 {
+            let (y, _) = crate::kernels::batch_norm::batch_norm_train(xt, wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
+            (y * probe.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        let (y, _) = crate::kernels::batch_norm::batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
+        let grads = (y * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let base = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-2f32;
+        for i in [0usize, 5, 11, 17, 23, 40] {
+            let mut p = base.clone();
+            p[i] += eps;
+            let mut m = base.clone();
+            m[i] -= eps;
+            let tp = Tensor::from_vec(p, (n, c, h, w), &Device::Cpu).unwrap();
+            let tm = Tensor::from_vec(m, (n, c, h, w), &Device::Cpu).unwrap();
+            let fd = (f(&tp) - f(&tm)) / (2.0 * eps as f64);
+            assert!((fd - gx[i] as f64).abs() < 2e-2, "index {i}: fd {fd} vs {}", gx[i]);
+        }
+    }
 }

@@ -1,0 +1,205 @@
+//! Train-mode BatchNorm2d with statistics per group of images, fused on CPU.
+//!
+//! Forward: per (group g, channel c), mean μ and biased variance σ² over the group's N/G
+//! images and all pixels (m values), `y = (x − μ)·w/√(σ²+ε) + b`, in one parallel pass per
+//! channel. Backward, with x̂ = (x − μ)/√(σ²+ε):
+//! `dx = w/(m·√(σ²+ε)) · (m·dy − Σdy − x̂·Σ(dy·x̂))`, `dw = Σ_g Σ(dy·x̂)`, `db = Σ_g Σdy`.
+//! The group statistics are handed back to the caller for the running averages.
+
+use super::{f32_slice, SendPtr};
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+use std::sync::{Arc, Mutex};
+
+/// Per (group, channel) mean and biased variance, `[g * C + c]`.
+#[derive(Debug, Clone, Default)]
+pub struct GroupStats {
+    /// Means.
+    pub mean: Vec<f32>,
+    /// Biased variances.
+    pub var: Vec<f32>,
+}
+
+/// Σx in f64 from 8 f32 lanes per chunk of 256 (vectorises; exact enough for BN).
+fn sum(xs: &[f32]) -> f64 {
+    xs.chunks(256)
+        .map(|ch| {
+            let mut acc = [0f32; 8];
+            let mut it = ch.chunks_exact(8);
+            for c in &mut it {
+                for i in 0..8 {
+                    acc[i] += c[i];
+                }
+            }
+            acc.iter().sum::<f32>() as f64 + it.remainder().iter().map(|&v| v as f64).sum::<f64>()
+        })
+        .sum()
+}
+
+/// Σ(x−μ)² like [`sum`].
+fn sum_sq_dev(xs: &[f32], mean: f32) -> f64 {
+    xs.chunks(256)
+        .map(|ch| {
+            let mut acc = [0f32; 8];
+            let mut it = ch.chunks_exact(8);
+            for c in &mut it {
+                for i in 0..8 {
+                    let d = c[i] - mean;
+                    acc[i] += d * d;
+                }
+            }
+            acc.iter().sum::<f32>() as f64 + it.remainder().iter().map(|&v| ((v - mean) as f64).powi(2)).sum::<f64>()
+        })
+        .sum()
+}
+
+/// Σdy and Σdy·(x−μ) like [`sum`].
+fn sum_dy_dev(dy: &[f32], xs: &[f32], mean: f32) -> (f64, f64) {
+    let (mut s1, mut s2) = (0f64, 0f64);
+    for (dch, xch) in dy.chunks(256).zip(xs.chunks(256)) {
+        let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
+        let (mut di, mut xi) = (dch.chunks_exact(8), xch.chunks_exact(8));
+        for (d, x) in (&mut di).zip(&mut xi) {
+            for i in 0..8 {
+                a[i] += d[i];
+                b[i] += d[i] * (x[i] - mean);
+            }
+        }
+        s1 += a.iter().sum::<f32>() as f64;
+        s2 += b.iter().sum::<f32>() as f64;
+        for (d, x) in di.remainder().iter().zip(xi.remainder()) {
+            s1 += *d as f64;
+            s2 += *d as f64 * (*x - mean) as f64;
+        }
+    }
+    (s1, s2)
+}
+
+struct BnTrain {
+    splits: usize,
+    eps: f64,
+    stats: Arc<Mutex<GroupStats>>,
+}
+
+fn dims(l: &Layout) -> Result<(usize, usize, usize)> {
+    let (n, c, h, w) = l.shape().dims4()?;
+    Ok((n, c, h * w))
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "batch_norm_train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = f32_slice(s1, l1)?;
+        let wt = f32_slice(s2, l2)?;
+        let bs = f32_slice(s3, l3)?;
+        let (n, c, hw) = dims(l1)?;
+        let g = self.splits;
+        let per = n / g;
+        let m = (per * hw) as f64;
+        let mut y = vec![0f32; x.len()];
+        let yp = SendPtr(y.as_mut_ptr());
+        let stats: Vec<Vec<(f32, f32)>> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let yp = yp;
+                (0..g)
+                    .map(|gi| {
+                        let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
+                        let mean = planes().map(|o| sum(&x[o..o + hw])).sum::<f64>() / m;
+                        let var = planes().map(|o| sum_sq_dev(&x[o..o + hw], mean as f32)).sum::<f64>() / m;
+                        let inv = 1.0 / (var + self.eps).sqrt();
+                        let scale = (wt[ch] as f64 * inv) as f32;
+                        let shift = (bs[ch] as f64 - mean * wt[ch] as f64 * inv) as f32;
+                        for o in planes() {
+                            // SAFETY: each (image, channel) plane is written by exactly one task.
+                            let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(o), hw) };
+                            for (d, &v) in dst.iter_mut().zip(&x[o..o + hw]) {
+                                *d = v * scale + shift;
+                            }
+                        }
+                        (mean as f32, var as f32)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut out = GroupStats { mean: vec![0.0; g * c], var: vec![0.0; g * c] };
+        for (ch, per_group) in stats.iter().enumerate() {
+            for (gi, &(mu, v)) in per_group.iter().enumerate() {
+                out.mean[gi * c + ch] = mu;
+                out.var[gi * c + ch] = v;
+            }
+        }
+        *self.stats.lock().unwrap() = out;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, wt: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (n, c, h, w) = x.dims4()?;
+        let hw = h * w;
+        let g = self.splits;
+        let per = n / g;
+        let m = (per * hw) as f64;
+        let stats = self.stats.lock().unwrap().clone();
+        let wv = super::tensor_vec(wt)?;
+        let (xs, xl) = x.storage_and_layout();
+        let (gs, gl) = grad.storage_and_layout();
+        let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else { candle_core::bail!("batch_norm_train: CPU only") };
+        let xv = f32_slice(xs, xl)?;
+        let dy = f32_slice(gs, gl)?;
+        let mut dx = vec![0f32; xv.len()];
+        let dp = SendPtr(dx.as_mut_ptr());
+        let sums: Vec<(f32, f32)> = (0..c)
+            .into_par_iter()
+            .map(|ch| {
+                let dp = dp;
+                let (mut dw, mut db) = (0f64, 0f64);
+                for gi in 0..g {
+                    let mean = stats.mean[gi * c + ch] as f64;
+                    let inv = 1.0 / (stats.var[gi * c + ch] as f64 + self.eps).sqrt();
+                    let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
+                    let (mut s_dy, mut s_dyx) = (0f64, 0f64);
+                    for o in planes() {
+                        let (a, b) = sum_dy_dev(&dy[o..o + hw], &xv[o..o + hw], mean as f32);
+                        s_dy += a;
+                        s_dyx += b * inv;
+                    }
+                    // dx = k·(m·dy − Σdy − x̂·Σdy·x̂) = a·dy + b·(x − μ) + c
+                    let k = wv[ch] as f64 * inv / m;
+                    let (ca, cb, cc) = ((k * m) as f32, (-k * inv * s_dyx) as f32, (-k * s_dy) as f32);
+                    let mf = mean as f32;
+                    for o in planes() {
+                        // SAFETY: each (image, channel) plane is written by exactly one task.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(dp.0.add(o), hw) };
+                        for ((dd, &d), &v) in dst.iter_mut().zip(&dy[o..o + hw]).zip(&xv[o..o + hw]) {
+                            *dd = ca * d + cb * (v - mf) + cc;
+                        }
+                    }
+                    dw += s_dyx;
+                    db += s_dy;
+                }
+                (dw as f32, db as f32)
+            })
+            .collect();
+        let dev = Device::Cpu;
+        let dx = Tensor::from_vec(dx, (n, c, h, w), &dev)?;
+        let dw = Tensor::from_vec(sums.iter().map(|s| s.0).collect::<Vec<_>>(), c, &dev)?;
+        let db = Tensor::from_vec(sums.iter().map(|s| s.1).collect::<Vec<_>>(), c, &dev)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Fused train-mode BN on CPU: returns `y` and the per-group statistics.
+///
+/// # Shapes
+/// `x (N, C, H, W)` with `N % splits == 0`, `weight`, `bias` `(C)` → `(N, C, H, W)`
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
+    let stats = Arc::new(Mutex::new(GroupStats::default()));
+    let op = BnTrain { splits, eps, stats: stats.clone() };
+    let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
+    let s = stats.lock().unwrap().clone();
+    Ok((y, s))
+}

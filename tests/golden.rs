@@ -1,0 +1,94 @@
+//! The golden MoCo step: two steps of our `moco` mechanism against the PyTorch reference of
+//! Algorithm 1 in `scripts/golden_moco_step.py` (fixture `tests/fixtures/golden_moco_step.safetensors`,
+//! regenerate with `python scripts/golden_moco_step.py`). Same initial θq, θk, queue, inputs
+//! and shuffle permutations; the losses, updated θq (SGD with momentum and weight decay, BN
+//! running stats), θk (EMA + its own BN stats) and the queue must agree within 1e-4.
+
+use moco_harness::config::{DictionaryMode, HeadKind, RunConfig};
+use moco_harness::io::checkpoint::{Checkpoint, HostTensor};
+use moco_harness::model::ParamStore;
+use moco_harness::train::state::store_from_checkpoint;
+use moco_harness::train::{Learner, StepChoices};
+use candle_core::{Device, Tensor};
+use std::path::Path;
+
+const FIXTURE: &str = "tests/fixtures/golden_moco_step.safetensors";
+
+fn golden_config() -> moco_harness::config::ValidRunConfig {
+    let mut c = RunConfig::default();
+    c.model.width = 4;
+    c.model.head = HeadKind::Mlp;
+    c.model.feature_dim = 8;
+    c.model.bn_splits = 2;
+    c.dictionary.mode = DictionaryMode::Moco;
+    c.dictionary.size = 8;
+    c.train.batch_size = 4;
+    c.moco.temperature = 0.2;
+    c.moco.momentum = 0.99;
+    c.moco.shuffle_bn = true;
+    c.train.sgd_momentum = 0.9;
+    c.train.weight_decay = 1e-4;
+    c.data.synthetic_train = 16;
+    c.validate().expect("golden config is valid")
+}
+
+fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
+    ck.tensors.get(name).unwrap_or_else(|| panic!("fixture lacks {name}")).to_tensor(&Device::Cpu).unwrap()
+}
+
+fn ints(ck: &Checkpoint, name: &str) -> Vec<u32> {
+    match &ck.tensors[name] {
+        HostTensor::I64(_, v) => v.iter().map(|&x| x as u32).collect(),
+        HostTensor::F32(_, v) => v.iter().map(|&x| x as u32).collect(),
+    }
+}
+
+/// max |a − b| / max(1, max |b|).
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+    a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+}
+
+fn assert_store(store: &ParamStore, ck: &Checkpoint, prefix: &str) {
+    let mut worst = (0f32, String::new());
+    for (name, var, _) in store.entries() {
+        let e = rel_err(var.as_tensor(), &tensor(ck, &format!("{prefix}{name}")));
+        if e > worst.0 {
+            worst = (e, name.clone());
+        }
+    }
+    assert!(worst.0 < 1e-4, "{prefix}: largest error {} at {}", worst.0, worst.1);
+}
+
+#[test]
+fn two_moco_steps_match_pytorch_algorithm_1() {
+    let path = Path::new(FIXTURE);
+    let ck = Checkpoint::load(path).expect("fixture present (scripts/golden_moco_step.py)");
+    let cfg = golden_config();
+    let lr: f64 = ck.metadata["lr"].parse().unwrap();
+    let mut learner = Learner::new(&cfg, 16, &Device::Cpu).unwrap();
+    store_from_checkpoint(&learner.q_store, "init.encoder_q.", &ck, path).unwrap();
+    let k_store = learner.key.as_ref().unwrap().0.clone();
+    store_from_checkpoint(&k_store, "init.encoder_k.", &ck, path).unwrap();
+    {
+        let q = learner.queue.as_mut().unwrap();
+        q.keys = tensor(&ck, "init.queue").t().unwrap().contiguous().unwrap(); // (C, K) → (K, C)
+        q.ptr = ints(&ck, "init.queue_ptr")[0] as usize;
+    }
+    let expected_loss = tensor(&ck, "expected.loss").to_vec1::<f32>().unwrap();
+    for s in 1..=2 {
+        let views = [tensor(&ck, &format!("step{s}.x_q")), tensor(&ck, &format!("step{s}.x_k"))];
+        let choices = StepChoices { permutation: Some(ints(&ck, &format!("step{s}.perm"))), negatives: None };
+        let stats = learner.step(&views, &[0, 1, 2, 3], lr, &choices).unwrap();
+        let want = expected_loss[s - 1];
+        assert!((stats.loss - want).abs() < 1e-4, "step {s}: loss {} vs PyTorch {want}", stats.loss);
+    }
+    assert_store(&learner.q_store, &ck, "expected.encoder_q.");
+    assert_store(&k_store, &ck, "expected.encoder_k.");
+    let q = learner.queue.as_ref().unwrap();
+    assert!(rel_err(&q.keys.t().unwrap(), &tensor(&ck, "expected.queue")) < 1e-4);
+    assert_eq!(q.ptr, ints(&ck, "expected.queue_ptr")[0] as usize);
+}
