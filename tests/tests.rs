@@ -1,3 +1,7 @@
-//! Integration tests (one binary): the golden MoCo step, configs, training runs.
+//! Integration tests (one binary): the golden MoCo step, configs, training runs, the CLI.
 
+mod cli;
+mod config;
 mod golden;
+mod train;
+mod util;
