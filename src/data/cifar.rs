@@ -79,3 +79,41 @@ fn check_labels(set: &ImageSet, dir: &Path) -> Result<(), DataError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cifar10_and_100_records_and_rejects_truncated_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let rec = |label: u8| {
+            let mut r = vec![label];
+            r.extend((0..3072).map(|i| (i / 1024) as u8 * 100)); // R plane 0, G 100, B 200
+            r
+        };
+        let mut b = rec(3);
+        b.extend(rec(9));
+        for i in 1..=5 {
+            std::fs::write(dir.path().join(format!("data_batch_{i}.bin")), &b).unwrap();
+        }
+        std::fs::write(dir.path().join("test_batch.bin"), rec(1)).unwrap();
+        let s = load_cifar_bin(dir.path()).unwrap();
+        assert_eq!(s.train.len(), 10);
+        assert_eq!(s.train.labels[..2], [3, 9]);
+        assert_eq!(s.test.labels, vec![1]);
+        assert_eq!(&s.train.images[0].pixels[..3], &[0, 100, 200]); // HWC
+        std::fs::write(dir.path().join("test_batch.bin"), &rec(1)[..100]).unwrap();
+        let e = load_cifar_bin(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("test_batch.bin") && e.contains("multiple"), "{e}");
+        // CIFAR-100: coarse + fine label, the fine one is used.
+        let d100 = tempfile::tempdir().unwrap();
+        let mut r = vec![4u8, 77];
+        r.extend(std::iter::repeat_n(5u8, 3072));
+        std::fs::write(d100.path().join("train.bin"), &r).unwrap();
+        std::fs::write(d100.path().join("test.bin"), &r).unwrap();
+        let s = load_cifar_bin(d100.path()).unwrap();
+        assert_eq!(s.train.labels, vec![77]);
+        assert_eq!(s.train.classes.len(), 100);
+    }
+}

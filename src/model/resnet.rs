@@ -161,3 +161,68 @@ impl Encoder {
         &self.head
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Kind, ParamStore};
+    use candle_core::{Device, Tensor};
+
+    fn build(arch: Arch, head: HeadKind, width: usize) -> (ParamStore, Encoder) {
+        let cfg = ModelConfig { arch, width, head, stem: Stem::Imagenet, ..Default::default() };
+        let store = ParamStore::new(&Device::Cpu);
+        let enc = Encoder::new(&cfg, &store, 0).unwrap();
+        (store, enc)
+    }
+
+    /// Trainable backbone parameters equal torchvision's (resnet18: 11,689,512 with the
+    /// 1000-class fc of 513,000; resnet50: 25,557,032 with 2,049,000).
+    #[test]
+    fn backbone_sizes_match_torchvision() {
+        for (arch, backbone, feat) in [(Arch::Resnet18, 11_176_512usize, 512usize), (Arch::Resnet50, 23_508_032, 2048)] {
+            let (store, enc) = build(arch, HeadKind::Linear, 64);
+            let head = feat * 128 + 128;
+            assert_eq!(store.num_trainable() - head, backbone, "{arch:?}");
+            assert_eq!(enc.feat_dim(), feat);
+        }
+    }
+
+    /// The exact key set of ResNet-18 with the MLP head (torchvision names).
+    #[test]
+    fn resnet18_key_set() {
+        let (store, _) = build(Arch::Resnet18, HeadKind::Mlp, 8);
+        let names: Vec<String> = store.entries().into_iter().map(|e| e.0).collect();
+        let mut expected = vec!["conv1.weight".to_string()];
+        let bn = |p: &str| ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"].map(|s| format!("{p}.{s}"));
+        expected.extend(bn("bn1"));
+        for l in 1..=4 {
+            for b in 0..2 {
+                for j in 1..=2 {
+                    expected.push(format!("layer{l}.{b}.conv{j}.weight"));
+                    expected.extend(bn(&format!("layer{l}.{b}.bn{j}")));
+                }
+                if l > 1 && b == 0 {
+                    expected.push(format!("layer{l}.0.downsample.0.weight"));
+                    expected.extend(bn(&format!("layer{l}.0.downsample.1")));
+                }
+            }
+        }
+        expected.extend(["fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"].map(String::from));
+        expected.sort();
+        assert_eq!(names, expected);
+        let buffers = store.entries().into_iter().filter(|e| e.2 == Kind::Buffer).count();
+        assert_eq!(buffers, 20 * 3);
+    }
+
+    #[test]
+    fn shapes_through_both_stems() {
+        let (_, enc) = build(Arch::Resnet18, HeadKind::Linear, 4);
+        let x = Tensor::zeros((2, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(enc.forward(&x, BnMode::Train { splits: 1 }).unwrap().dims(), &[2, 128]);
+        let cfg = ModelConfig { width: 4, ..Default::default() };
+        let enc = Encoder::new(&cfg, &ParamStore::new(&Device::Cpu), 0).unwrap();
+        let x = Tensor::zeros((4, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(enc.features(&x, BnMode::Eval).unwrap().dims(), &[4, 32]);
+        assert_eq!(enc.forward(&x, BnMode::Train { splits: 2 }).unwrap().dims(), &[4, 128]);
+    }
+}

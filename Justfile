@@ -1,0 +1,29 @@
+# MoCo harness recipes. `just --list` shows them all.
+
+# The main job on the built-in dataset (no download, no GPU; a few minutes on 2 cores).
+demo:
+    cargo run --release -- train experiments/demo.toml --out results/runs/demo --knn-at-init
+
+# Fast test suite (what CI runs).
+test:
+    cargo test
+
+# Every test, including the ones marked slow.
+test-all:
+    cargo test -- --include-ignored
+
+# Clippy with warnings as errors.
+lint:
+    cargo clippy --all-targets -- -D warnings
+
+# Format the code.
+fmt:
+    cargo fmt
+
+# MoCo on real CIFAR-10 at CPU scale (expects ../shared/data/cifar10-jpeg or set data.path).
+cifar-cpu mode="moco":
+    cargo run --release -- train experiments/cifar10-cpu.toml --set dictionary.mode={{mode}} --out results/runs/cifar10-cpu-{{mode}} --knn-at-init
+
+# Regenerate the golden MoCo-step fixture with PyTorch (needs a venv with torch, safetensors, numpy).
+golden python="python3":
+    {{python}} scripts/golden_moco_step.py
