@@ -182,3 +182,23 @@ fn linear_protocol_fits_frozen_features() {
     let r = moco_harness::eval::linear::linear_protocol(&enc, &splits.train, &splits.train, input, &cfg.eval.linear, cfg.seed, &Device::Cpu, |_, _| {}).unwrap();
     assert!(r.top1 > 60.0, "train-split top-1 {}", r.top1);
 }
+
+/// A run stopped by `train.max_steps` in the middle of an epoch, resumed with a larger limit,
+/// continues inside that epoch and ends where an unbroken run ends.
+#[test]
+fn resume_after_max_steps_mid_epoch() {
+    let full = tempfile::tempdir().unwrap();
+    let cfg = tiny_config(DictionaryMode::Moco, 2);
+    run(&valid(cfg.clone()), full.path());
+    let part = tempfile::tempdir().unwrap();
+    let mut c = cfg.clone();
+    c.train.max_steps = Some(8); // 6 steps per epoch: stops inside epoch 2
+    run(&valid(c), part.path());
+    let opts = TrainOptions { resume: true, ..Default::default() };
+    let s = train(&valid(cfg), &RunDir::new(part.path()), &opts).unwrap();
+    assert_eq!(s.steps, 12);
+    let a = Checkpoint::load(&RunDir::new(full.path()).checkpoint()).unwrap();
+    let b = Checkpoint::load(&RunDir::new(part.path()).checkpoint()).unwrap();
+    assert_eq!(a.tensors["encoder_q.conv1.weight"], b.tensors["encoder_q.conv1.weight"]);
+    assert_eq!(a.tensors["queue"], b.tensors["queue"]);
+}

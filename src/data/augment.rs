@@ -289,7 +289,8 @@ pub fn grayscale(img: &mut FloatImage) {
 }
 
 /// Separable Gaussian blur with σ in pixels, kernel radius ⌈3σ⌉ (capped by the image) and
-/// reflect padding, as torchvision's `gaussian_blur`.
+/// reflect padding. MoCo v2 uses PIL's `GaussianBlur(radius=σ)` (an extended-box
+/// approximation of the same Gaussian); this is the exact Gaussian.
 pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
     let radius = ((3.0 * sigma).ceil() as usize).clamp(1, img.width.min(img.height).saturating_sub(1).max(1));
     let kernel: Vec<f32> = (-(radius as i64)..=radius as i64).map(|x| (-((x * x) as f32) / (2.0 * sigma * sigma)).exp()).collect();

@@ -97,6 +97,9 @@ impl CustomOp3 for BnTrain {
         let bs = f32_slice(s3, l3)?;
         let (n, c, hw) = dims(l1)?;
         let g = self.splits;
+        if g == 0 || n % g != 0 {
+            candle_core::bail!("batch_norm_train: batch {n} is not a multiple of {g} splits");
+        }
         let per = n / g;
         let m = (per * hw) as f64;
         let mut y = vec![0f32; x.len()];

@@ -48,7 +48,9 @@ impl ConvGeom {
 fn valid_range(size: usize, out: usize, kk: usize, g: &ConvGeom) -> (usize, usize) {
     let (s, p) = (g.stride as isize, g.pad as isize);
     let lo = ((p - kk as isize + s - 1).max(0) / s) as usize;
-    let hi = (((size as isize - 1 + p - kk as isize) / s + 1).max(0) as usize).min(out);
+    // Floor division: `size − 1 + p − kk` can be negative (a 1×1 input to a 3×3 tap).
+    let hi = ((size as isize - 1 + p - kk as isize).div_euclid(s) + 1).max(0) as usize;
+    let hi = hi.min(out);
     (lo.min(hi), hi)
 }
 
@@ -198,7 +200,7 @@ mod tests {
     #[test]
     fn matches_candle_conv_forward_and_backward() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        for &(n, c, h, w, cout, k, s, p) in &[(2, 3, 7, 5, 4, 3, 1, 1), (3, 5, 9, 9, 6, 3, 2, 1), (2, 4, 6, 7, 3, 1, 2, 0), (1, 2, 11, 11, 5, 7, 2, 3), (2, 3, 5, 5, 2, 1, 1, 0)] {
+        for &(n, c, h, w, cout, k, s, p) in &[(2, 3, 7, 5, 4, 3, 1, 1), (3, 5, 9, 9, 6, 3, 2, 1), (2, 4, 6, 7, 3, 1, 2, 0), (1, 2, 11, 11, 5, 7, 2, 3), (2, 3, 5, 5, 2, 1, 1, 0), (2, 3, 1, 1, 4, 3, 2, 1), (1, 2, 2, 3, 3, 3, 2, 1)] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
             let probe = rand_tensor(&[n, cout, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1], &mut rng);

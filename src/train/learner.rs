@@ -24,7 +24,9 @@ use rand::Rng;
 pub struct StepChoices {
     /// Shuffle-BN permutation of the batch (None = no shuffle).
     pub permutation: Option<Vec<u32>>,
-    /// Memory-bank negatives (K row indices).
+    /// Memory-bank negatives (K row indices), shared by every query of the batch as the queue
+    /// is in `moco` mode (Wu et al.'s NCEAverage draws separate negatives per query; sharing
+    /// keeps the three mechanisms' losses identical and the step's cost independent of N·K).
     pub negatives: Option<Vec<u32>>,
 }
 
@@ -147,7 +149,9 @@ impl Learner {
     }
 
     /// One training step on `views` (`(N, 3, S, S)` each) of the images `indices` at `lr`.
-    /// A non-finite loss is returned without touching any state.
+    /// A non-finite loss is returned before the SGD step and the enqueue / bank update; by then
+    /// the EMA and the train-mode BN statistics have moved, so the caller must stop the run
+    /// (it does: no checkpoint is written after a divergence).
     pub fn step(&mut self, views: &[Tensor], indices: &[u32], lr: f64, choices: &StepChoices) -> Result<StepStats> {
         let t = self.cfg.moco.temperature;
         let perm = choices.permutation.as_deref();

@@ -155,17 +155,23 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
     summary.negatives = learner.negatives();
     let mut rows: Vec<EpochMetrics> = Vec::new();
     let mut start_epoch = 0;
+    let mut first_batch = 0;
     let mut step = 0;
     let ck_path = dir.checkpoint();
     if opts.resume && ck_path.exists() {
         let ck = Checkpoint::load(&ck_path)?;
         learner_from_checkpoint(&mut learner, &ck, &ck_path)?;
-        start_epoch = ck.metadata.get("epoch").and_then(|v| v.parse().ok()).context("checkpoint has no epoch in its metadata")?;
         step = ck.metadata.get("step").and_then(|v| v.parse().ok()).context("checkpoint has no step in its metadata")?;
+        // Position from the step count: a run stopped mid-epoch by train.max_steps continues
+        // inside that epoch (its partial metrics row is dropped and redone for the rest).
+        start_epoch = step / steps_per_epoch;
+        first_batch = step % steps_per_epoch;
         rows = read_metrics(&dir.metrics()).map_err(anyhow::Error::msg)?;
         rows.retain(|r| r.epoch <= start_epoch);
         summary.knn_top1_at_init = ck.metadata.get("knn_top1_at_init").and_then(|v| v.parse().ok());
         eprintln!("resuming {} at epoch {start_epoch} (step {step})", dir.root.display());
+    } else if opts.resume {
+        eprintln!("resuming {}: no checkpoint yet, starting from the beginning", dir.root.display());
     } else if let Some(init) = &opts.init {
         let ck = Checkpoint::load(init)?;
         for note in learner_init_from(&mut learner, &ck, init)? {
@@ -200,9 +206,10 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
             break;
         }
         let order = epoch_order(n, cfg.seed, epoch as u64, cfg.data.shuffle);
-        let n_batches = steps_per_epoch.min(max_steps - step);
-        let mut loader = EpochLoader::spawn(train_set.clone(), order, batch, 0, n_batches, epoch as u64, spec.clone(), cfg.data.prefetch, pool.clone());
-        let pb = bar(n_batches as u64, format!("epoch {}/{}", epoch + 1, cfg.train.epochs), show);
+        let first = if epoch == start_epoch { first_batch } else { 0 };
+        let n_batches = steps_per_epoch.min(first + (max_steps - step));
+        let mut loader = EpochLoader::spawn(train_set.clone(), order, batch, first, n_batches, epoch as u64, spec.clone(), cfg.data.prefetch, pool.clone());
+        let pb = bar((n_batches - first) as u64, format!("epoch {}/{}", epoch + 1, cfg.train.epochs), show);
         let t_epoch = Instant::now();
         let (mut loss_sum, mut acc_sum, mut count, mut lr) = (0.0f64, 0.0f64, 0usize, lr0);
         while let Some(b) = loader.next_batch() {

@@ -107,9 +107,14 @@ pub fn learner_init_from(l: &mut Learner, ck: &Checkpoint, path: &Path) -> Resul
             notes.push("no encoder_k in the checkpoint: key encoder copied from the query encoder".into());
         }
     }
-    if l.queue.is_some() && ck.tensors.contains_key("queue") {
-        load_queue(l, ck, path)?;
-        notes.push("queue loaded from the checkpoint".into());
+    if let (Some(q), Some(t)) = (l.queue.as_ref(), ck.tensors.get("queue")) {
+        let (k, c) = q.keys.dims2().map_err(wrap(path))?;
+        if t.shape() == [c, k] {
+            load_queue(l, ck, path)?;
+            notes.push("queue loaded from the checkpoint".into());
+        } else {
+            notes.push(format!("queue in the checkpoint is {:?}, this run's is [{c}, {k}]: starting from a random queue", t.shape()));
+        }
     }
     Ok(notes)
 }
