@@ -27,3 +27,11 @@ cifar-cpu mode="moco":
 # Regenerate the golden MoCo-step fixture with PyTorch (needs a venv with torch, safetensors, numpy).
 golden python="python3":
     {{python}} scripts/golden_moco_step.py
+
+# Run experiments/NAME.toml as a sweep (resumable; results/NAME/).
+sweep name:
+    cargo run --release -- sweep experiments/{{name}}.toml
+
+# Redraw results/NAME's figures from its CSV files.
+plot name:
+    cargo run --release -- plot results/{{name}}

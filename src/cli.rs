@@ -76,6 +76,34 @@ pub enum Command {
         #[arg(long, default_value = "backbone")]
         features: Features,
     },
+    /// Run a sweep (TOML grid of configs): plan, run, resume, runs.csv, plots.
+    Sweep {
+        /// Sweep file (e.g. experiments/momentum-cpu.toml).
+        file: PathBuf,
+        /// Print the plan and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Run only every n-th point: `i/n` (0-based i), for n machines sharing a sweep.
+        #[arg(long, value_name = "I/N")]
+        shard: Option<String>,
+        /// Only rebuild runs.csv, plots and README from the run directories.
+        #[arg(long)]
+        collect: bool,
+        /// Root of the results tree.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Measure kNN at initialisation for every run.
+        #[arg(long)]
+        knn_at_init: bool,
+        /// Never draw progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Redraw a sweep's figures from its CSV files.
+    Plot {
+        /// results/<sweep> folder (holding runs.csv).
+        dir: PathBuf,
+    },
     /// Print the fully resolved, validated config.
     Config {
         /// Run config (TOML).
@@ -201,6 +229,40 @@ pub fn run(cli: Cli) -> Result<i32> {
             println!("wrote {} ({} × {})", out.display(), set.len(), f.dim(1)?);
             Ok(0)
         }
+        Command::Sweep { file, dry_run, shard, collect, results, knn_at_init, no_progress } => {
+            let sweep = crate::sweep::Sweep::load(&file)?;
+            let shard = shard.as_deref().map(parse_shard).transpose()?;
+            eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
+            if dry_run {
+                return Ok(0);
+            }
+            let dir = crate::sweep::runner::sweep_dir(&sweep, &results);
+            let outcome = if collect {
+                crate::sweep::runner::write_runs_csv(&sweep, &results)?;
+                Default::default()
+            } else {
+                let opts = crate::sweep::runner::SweepOptions { shard, results_root: results.clone(), progress: !no_progress, knn_at_init };
+                crate::sweep::runner::run_sweep(&sweep, &opts)?
+            };
+            let (header, rows) = crate::sweep::results::read_csv(&dir.join("runs.csv")).map_err(anyhow::Error::msg)?;
+            let _ = header;
+            let command = format!("moco sweep {}", file.display());
+            crate::sweep::results::write_readme(&dir, &sweep.name, &sweep.keys, &rows, &command).map_err(anyhow::Error::msg)?;
+            for f in crate::plot::plot_sweep(&dir).map_err(anyhow::Error::msg)? {
+                eprintln!("wrote {}", f.display());
+            }
+            eprintln!("{}: {} ran, {} skipped, {} diverged, {} failed", dir.join("runs.csv").display(), outcome.ran, outcome.skipped, outcome.diverged, outcome.failed.len());
+            for f in &outcome.failed {
+                eprintln!("  failed: {f}");
+            }
+            Ok(if outcome.failed.is_empty() { 0 } else { 4 })
+        }
+        Command::Plot { dir } => {
+            for f in crate::plot::plot_sweep(&dir).map_err(anyhow::Error::msg)? {
+                println!("wrote {}", f.display());
+            }
+            Ok(0)
+        }
         Command::Config { config, set } => {
             print!("{}", load_config(config.as_deref(), &set)?.to_toml());
             Ok(0)
@@ -245,4 +307,13 @@ pub fn encoder_from_checkpoint(ck: &Checkpoint, cfg: &ValidRunConfig, device: &c
         bail!("checkpoint is missing encoder_q tensors for model {:?}", cfg.model);
     }
     Ok(enc)
+}
+
+/// Parse `i/n` with `i < n`.
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => bail!("--shard {s:?}: expected I/N with 0 <= I < N"),
+    }
 }

@@ -10,6 +10,8 @@
 //!   dictionary mechanism, and the epoch loop that owns a run directory.
 //! - [`eval`]: weighted kNN and the linear protocol on frozen features.
 //! - [`io`]: atomic files, safetensors checkpoints, run directories.
+//! - [`sweep`]: TOML grids expanded, validated and run; `runs.csv`.
+//! - [`plot`]: the paper's figures from CSV files.
 //! - [`cli`]: the `moco` command.
 //!
 //! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
@@ -23,5 +25,7 @@ pub mod eval;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod plot;
 pub mod rng;
+pub mod sweep;
 pub mod train;

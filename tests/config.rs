@@ -108,3 +108,10 @@ fn shipped_experiment_configs_parse() {
         }
     }
 }
+
+#[test]
+fn shipped_demo_sweep_expands() {
+    let s = moco_harness::sweep::Sweep::load(std::path::Path::new("experiments/sweep-demo.toml")).unwrap();
+    assert_eq!(s.points.len(), 5);
+    assert!(s.points.iter().all(|p| p.config.train.epochs == 4 && p.config.model.width == 8));
+}

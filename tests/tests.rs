@@ -3,5 +3,6 @@
 mod cli;
 mod config;
 mod golden;
+mod sweep;
 mod train;
 mod util;

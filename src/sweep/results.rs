@@ -1,0 +1,110 @@
+//! `results/<sweep>/runs.csv`: one row per run of a sweep, with every swept key, read back
+//! from the run directories (so it can be rebuilt at any time, e.g. after sharded runs).
+
+use super::{show, Sweep};
+use crate::io::atomic::write_atomic;
+use crate::io::run_dir::{RunDir, RunSummary};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// Fixed columns after the swept keys.
+pub const COLUMNS: [&str; 13] =
+    ["status", "mode", "negatives", "epochs", "steps", "knn_top1", "linear_top1", "knn_top1_at_init", "final_loss", "wall_s", "images_per_s", "device", "commit"];
+
+/// One row: column name → value (empty when unknown).
+pub type Row = BTreeMap<String, String>;
+
+fn opt(v: Option<f64>) -> String {
+    v.map(|x| format!("{x:.4}")).unwrap_or_default()
+}
+
+/// Rows for every point of the sweep (status `pending` where the run has not finished).
+pub fn collect(sweep: &Sweep, dir: &Path) -> Vec<Row> {
+    sweep
+        .points
+        .iter()
+        .map(|p| {
+            let mut r = Row::new();
+            r.insert("run_id".into(), p.run_id.clone());
+            r.insert("index".into(), p.index.to_string());
+            for (k, v) in &p.assignments {
+                r.insert(k.clone(), show(v));
+            }
+            match RunSummary::load(&RunDir::new(dir.join(&p.run_id)).summary()) {
+                Ok(s) => {
+                    let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    r.insert("status".into(), status);
+                    r.insert("mode".into(), s.mode);
+                    r.insert("negatives".into(), s.negatives.to_string());
+                    r.insert("epochs".into(), s.epochs.to_string());
+                    r.insert("steps".into(), s.steps.to_string());
+                    r.insert("knn_top1".into(), opt(s.knn_top1));
+                    r.insert("linear_top1".into(), opt(s.linear_top1));
+                    r.insert("knn_top1_at_init".into(), opt(s.knn_top1_at_init));
+                    r.insert("final_loss".into(), opt(s.final_loss));
+                    r.insert("wall_s".into(), format!("{:.1}", s.wall_s));
+                    r.insert("images_per_s".into(), format!("{:.1}", s.images_per_s));
+                    r.insert("device".into(), s.device);
+                    r.insert("commit".into(), s.commit);
+                    r.insert("message".into(), s.message.unwrap_or_default());
+                }
+                Err(_) => {
+                    r.insert("status".into(), "pending".into());
+                    r.insert("mode".into(), p.config.dictionary.mode.as_str().into());
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+/// Header: run_id, index, swept keys, fixed columns, message.
+pub fn header(keys: &[String]) -> Vec<String> {
+    let mut h = vec!["run_id".to_string(), "index".to_string()];
+    h.extend(keys.iter().cloned());
+    h.extend(COLUMNS.iter().map(|s| s.to_string()));
+    h.push("message".into());
+    h
+}
+
+/// Write rows atomically.
+pub fn write_csv(path: &Path, header: &[String], rows: &[Row]) -> Result<(), String> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header).map_err(|e| e.to_string())?;
+    for r in rows {
+        w.write_record(header.iter().map(|h| r.get(h).map(String::as_str).unwrap_or(""))).map_err(|e| e.to_string())?;
+    }
+    let bytes = w.into_inner().map_err(|e| e.to_string())?;
+    write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Read a CSV written by [`write_csv`]: (header, rows).
+pub fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Row>), String> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let header: Vec<String> = r.headers().map_err(|e| format!("{}: {e}", path.display()))?.iter().map(String::from).collect();
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
+        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
+    }
+    Ok((header, rows))
+}
+
+/// The paper's numbers for comparison (ImageNet-1M, ResNet-50, linear top-1, 200 epochs).
+const PAPER: &str = "Paper (He et al. 2020, ImageNet-1M, ResNet-50, linear protocol top-1, 200 epochs): \
+momentum m = 0 / 0.9 / 0.99 / 0.999 / 0.9999 → fail / 55.2 / 57.8 / 59.0 / 58.9 (K = 4096, Table 1); \
+MoCo 60.6 at K = 65536, memory bank 58.0 (Figure 3).";
+
+/// `results/<sweep>/README.md`: the sweep's table beside the paper's numbers.
+pub fn write_readme(dir: &Path, name: &str, keys: &[String], rows: &[Row], command: &str) -> Result<(), String> {
+    let mut s = format!("# Sweep `{name}`\n\nProduced by `{command}`. Rows come from `runs.csv` (one per run; the run's own \
+files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn with `moco plot results/{name}`.\n\n");
+    let cols: Vec<&str> = keys.iter().map(String::as_str).chain(["status", "knn_top1", "linear_top1", "knn_top1_at_init", "epochs", "wall_s", "images_per_s", "device", "commit"]).collect();
+    s += &format!("| {} |\n|{}|\n", cols.join(" | "), cols.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    for r in rows {
+        s += &format!("| {} |\n", cols.iter().map(|c| r.get(*c).map(String::as_str).unwrap_or("")).collect::<Vec<_>>().join(" | "));
+    }
+    s += &format!("\n{PAPER}\n\nThe numbers above are this harness's, on the dataset and scale of the sweep's config \
+(see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value.\n");
+    write_atomic(&dir.join("README.md"), s.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
+}

@@ -1,0 +1,84 @@
+//! Runs the points of a sweep one after another: finished runs are skipped, a killed run
+//! resumes from its checkpoint, a failed or diverged run is recorded and the sweep goes on.
+//! `--shard i/n` takes every n-th point so n machines can share one sweep; every machine
+//! writes only its own run directories, and `runs.csv` is rebuilt from all of them.
+
+use super::results::{collect, header, write_csv};
+use super::Sweep;
+use crate::io::atomic::write_atomic;
+use crate::io::run_dir::{RunDir, RunStatus, RunSummary};
+use crate::train::{train, TrainOptions};
+use std::path::{Path, PathBuf};
+
+/// How to run a sweep.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    /// `Some((i, n))`: run the points with `index % n == i`.
+    pub shard: Option<(usize, usize)>,
+    /// Where `results/<sweep>/` goes.
+    pub results_root: PathBuf,
+    /// Progress bars.
+    pub progress: bool,
+    /// Also measure kNN at initialisation for each run.
+    pub knn_at_init: bool,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOutcome {
+    /// Runs trained (fresh or resumed) to the end.
+    pub ran: usize,
+    /// Runs already finished.
+    pub skipped: usize,
+    /// Runs that diverged (recorded, not an error).
+    pub diverged: usize,
+    /// `run_id: message` of the runs that failed.
+    pub failed: Vec<String>,
+}
+
+/// The sweep's results folder.
+pub fn sweep_dir(sweep: &Sweep, root: &Path) -> PathBuf {
+    root.join(&sweep.name)
+}
+
+/// Run (this shard of) the sweep, then rewrite `runs.csv`.
+pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutcome> {
+    let dir = sweep_dir(sweep, &opts.results_root);
+    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    write_atomic(&dir.join("plan.txt"), sweep.plan().as_bytes())?;
+    let mut out = SweepOutcome::default();
+    let mine: Vec<_> = sweep.points.iter().filter(|p| opts.shard.is_none_or(|(i, n)| p.index % n == i)).collect();
+    for (k, p) in mine.iter().enumerate() {
+        let rd = RunDir::new(dir.join(&p.run_id));
+        if let Ok(s) = RunSummary::load(&rd.summary()) {
+            if s.status != RunStatus::Failed {
+                eprintln!("[{}/{}] #{} {}: already {:?}, skipped", k + 1, mine.len(), p.index, p.label(), s.status);
+                out.skipped += 1;
+                continue;
+            }
+        }
+        let resume = rd.checkpoint().exists();
+        eprintln!("[{}/{}] #{} {}{}  → {}", k + 1, mine.len(), p.index, p.label(), if resume { " (resuming)" } else { "" }, rd.root.display());
+        let topts = TrainOptions { resume, init: None, knn_at_init: opts.knn_at_init, progress: opts.progress };
+        match train(&p.config, &rd, &topts) {
+            Ok(s) if s.status == RunStatus::Diverged => out.diverged += 1,
+            Ok(_) => out.ran += 1,
+            Err(e) => {
+                eprintln!("  run {} failed: {e:#}", p.run_id);
+                out.failed.push(format!("{}: {e:#}", p.run_id));
+            }
+        }
+        write_runs_csv(sweep, &opts.results_root)?;
+    }
+    write_runs_csv(sweep, &opts.results_root)?;
+    Ok(out)
+}
+
+/// Rebuild `results/<sweep>/runs.csv` from the run directories (`--collect`).
+pub fn write_runs_csv(sweep: &Sweep, root: &Path) -> anyhow::Result<PathBuf> {
+    let dir = sweep_dir(sweep, root);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("runs.csv");
+    write_csv(&path, &header(&sweep.keys), &collect(sweep, &dir)).map_err(anyhow::Error::msg)?;
+    Ok(path)
+}
