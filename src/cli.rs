@@ -151,8 +151,21 @@ pub fn load_config(path: Option<&Path>, set: &[String]) -> Result<ValidRunConfig
 /// Run a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
     match cli.command {
-        Command::Train { config, set, out, resume, init, knn_at_init, no_progress } => {
-            let opts = TrainOptions { resume: resume.is_some(), init, knn_at_init, progress: !no_progress };
+        Command::Train {
+            config,
+            set,
+            out,
+            resume,
+            init,
+            knn_at_init,
+            no_progress,
+        } => {
+            let opts = TrainOptions {
+                resume: resume.is_some(),
+                init,
+                knn_at_init,
+                progress: !no_progress,
+            };
             let (cfg, dir) = match resume {
                 Some(dir) => {
                     let rd = RunDir::new(&dir);
@@ -169,10 +182,18 @@ pub fn run(cli: Cli) -> Result<i32> {
                 }
                 None => {
                     let cfg = load_config(config.as_deref(), &set)?;
-                    let name = config.as_deref().and_then(|c| c.file_stem()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "default".into());
+                    let name = config
+                        .as_deref()
+                        .and_then(|c| c.file_stem())
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "default".into());
                     let dir = RunDir::new(out.unwrap_or_else(|| PathBuf::from("results/runs").join(name)));
                     if dir.checkpoint().exists() || dir.summary().exists() {
-                        bail!("{} already holds a run; use --resume {} or another --out", dir.root.display(), dir.root.display());
+                        bail!(
+                            "{} already holds a run; use --resume {} or another --out",
+                            dir.root.display(),
+                            dir.root.display()
+                        );
                     }
                     (cfg, dir)
                 }
@@ -183,7 +204,11 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if summary.status == RunStatus::Ok { 0 } else { 3 })
         }
         Command::Eval { protocol, target, set } => {
-            let (ck_path, run_dir) = if target.is_dir() { (RunDir::new(&target).checkpoint(), Some(RunDir::new(&target))) } else { (target.clone(), None) };
+            let (ck_path, run_dir) = if target.is_dir() {
+                (RunDir::new(&target).checkpoint(), Some(RunDir::new(&target)))
+            } else {
+                (target.clone(), None)
+            };
             let ck = Checkpoint::load(&ck_path)?;
             let cfg = config_from_checkpoint(&ck, &ck_path, &set)?;
             let device = make_device(&cfg.device)?;
@@ -205,7 +230,13 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Embed { checkpoint, data, out, split, features } => {
+        Command::Embed {
+            checkpoint,
+            data,
+            out,
+            split,
+            features,
+        } => {
             let ck = Checkpoint::load(&checkpoint)?;
             let data_set = dataset_override(&data)?;
             let cfg = config_from_checkpoint(&ck, &checkpoint, &data_set)?;
@@ -222,14 +253,25 @@ pub fn run(cli: Cli) -> Result<i32> {
             pb.finish_and_clear();
             let mut outck = Checkpoint::default();
             outck.tensors.insert("features".into(), HostTensor::from_tensor(&f, false)?);
-            outck.tensors.insert("labels".into(), HostTensor::I64(vec![set.len()], set.labels.iter().map(|&l| l as i64).collect()));
+            outck.tensors.insert(
+                "labels".into(),
+                HostTensor::I64(vec![set.len()], set.labels.iter().map(|&l| l as i64).collect()),
+            );
             outck.metadata.insert("classes".into(), set.classes.join(","));
             outck.metadata.insert("checkpoint".into(), checkpoint.display().to_string());
             outck.save(&out)?;
             println!("wrote {} ({} × {})", out.display(), set.len(), f.dim(1)?);
             Ok(0)
         }
-        Command::Sweep { file, dry_run, shard, collect, results, knn_at_init, no_progress } => {
+        Command::Sweep {
+            file,
+            dry_run,
+            shard,
+            collect,
+            results,
+            knn_at_init,
+            no_progress,
+        } => {
             let sweep = crate::sweep::Sweep::load(&file)?;
             let shard = shard.as_deref().map(parse_shard).transpose()?;
             eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
@@ -241,7 +283,12 @@ pub fn run(cli: Cli) -> Result<i32> {
                 crate::sweep::runner::write_runs_csv(&sweep, &results)?;
                 Default::default()
             } else {
-                let opts = crate::sweep::runner::SweepOptions { shard, results_root: results.clone(), progress: !no_progress, knn_at_init };
+                let opts = crate::sweep::runner::SweepOptions {
+                    shard,
+                    results_root: results.clone(),
+                    progress: !no_progress,
+                    knn_at_init,
+                };
                 crate::sweep::runner::run_sweep(&sweep, &opts)?
             };
             let (header, rows) = crate::sweep::results::read_csv(&dir.join("runs.csv")).map_err(anyhow::Error::msg)?;
@@ -251,7 +298,14 @@ pub fn run(cli: Cli) -> Result<i32> {
             for f in crate::plot::plot_sweep(&dir).map_err(anyhow::Error::msg)? {
                 eprintln!("wrote {}", f.display());
             }
-            eprintln!("{}: {} ran, {} skipped, {} diverged, {} failed", dir.join("runs.csv").display(), outcome.ran, outcome.skipped, outcome.diverged, outcome.failed.len());
+            eprintln!(
+                "{}: {} ran, {} skipped, {} diverged, {} failed",
+                dir.join("runs.csv").display(),
+                outcome.ran,
+                outcome.skipped,
+                outcome.diverged,
+                outcome.failed.len()
+            );
             for f in &outcome.failed {
                 eprintln!("  failed: {f}");
             }
@@ -281,14 +335,24 @@ fn dataset_override(data: &str) -> Result<Vec<String>> {
     } else if p.join("data_batch_1.bin").exists() || p.join("train.bin").exists() {
         "cifar_bin"
     } else {
-        return Err(DataError::Layout { path: p.into(), message: "not an ImageFolder root (train/, test/) nor a CIFAR binary folder".into() }.into());
+        return Err(DataError::Layout {
+            path: p.into(),
+            message: "not an ImageFolder root (train/, test/) nor a CIFAR binary folder".into(),
+        }
+        .into());
     };
-    Ok(vec![format!("data.source={source}"), format!("data.path={}", toml::Value::String(data.into()))])
+    Ok(vec![
+        format!("data.source={source}"),
+        format!("data.path={}", toml::Value::String(data.into())),
+    ])
 }
 
 /// The run config stored in a checkpoint's metadata, with overrides.
 pub fn config_from_checkpoint(ck: &Checkpoint, path: &Path, set: &[String]) -> Result<ValidRunConfig> {
-    let text = ck.metadata.get("config").with_context(|| format!("{}: no config in the checkpoint metadata", path.display()))?;
+    let text = ck
+        .metadata
+        .get("config")
+        .with_context(|| format!("{}: no config in the checkpoint metadata", path.display()))?;
     let mut table: toml::Table = toml::from_str(text).with_context(|| format!("{}: config metadata is not TOML", path.display()))?;
     for s in set {
         let (k, v) = crate::config::parse_override(s)?;
@@ -311,7 +375,9 @@ pub fn encoder_from_checkpoint(ck: &Checkpoint, cfg: &ValidRunConfig, device: &c
 
 /// Parse `i/n` with `i < n`.
 fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    let parsed = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
     match parsed {
         Some((i, n)) if n > 0 && i < n => Ok((i, n)),
         _ => bail!("--shard {s:?}: expected I/N with 0 <= I < N"),

@@ -41,7 +41,12 @@ fn mix(mut z: u64) -> u64 {
 /// The generator for (seed, purpose, a, b).
 pub fn stream(seed: u64, purpose: Purpose, a: u64, b: u64) -> ChaCha8Rng {
     let mut key = [0u8; 32];
-    let words = [mix(seed), mix(seed ^ mix(purpose as u64)), mix(a.wrapping_add(0x5151)), mix(b ^ 0xA5A5_0000)];
+    let words = [
+        mix(seed),
+        mix(seed ^ mix(purpose as u64)),
+        mix(a.wrapping_add(0x5151)),
+        mix(b ^ 0xA5A5_0000),
+    ];
     for (i, w) in words.iter().enumerate() {
         key[i * 8..(i + 1) * 8].copy_from_slice(&w.to_le_bytes());
     }

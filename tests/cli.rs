@@ -12,7 +12,14 @@ fn bad_config_fails_with_key_and_value() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("dictionary.size (1000)") && err.contains("batch_size (512)"), "{err}");
-    let o = moco(&["train", "--set", "data.source=image_folder", "--set", "data.path=/nonexistent/data", "--no-progress"]);
+    let o = moco(&[
+        "train",
+        "--set",
+        "data.source=image_folder",
+        "--set",
+        "data.path=/nonexistent/data",
+        "--no-progress",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/data"));
 }
@@ -25,7 +32,16 @@ fn corrupt_image_is_named() {
         std::fs::create_dir_all(&d).unwrap();
         std::fs::write(d.join("0001.jpg"), b"not a jpeg").unwrap();
     }
-    let o = moco(&["train", "--set", "data.source=image_folder", "--set", &format!("data.path={}", dir.path().display()), "--out", dir.path().join("run").to_str().unwrap(), "--no-progress"]);
+    let o = moco(&[
+        "train",
+        "--set",
+        "data.source=image_folder",
+        "--set",
+        &format!("data.path={}", dir.path().display()),
+        "--out",
+        dir.path().join("run").to_str().unwrap(),
+        "--no-progress",
+    ]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("0001.jpg") && err.contains("cannot decode"), "{err}");
@@ -41,9 +57,20 @@ fn embed_writes_features_and_labels() {
     let cfg = crate::util::tiny_config(moco_harness::config::DictionaryMode::Moco, 1);
     let cfg_path = dir.path().join("c.toml");
     std::fs::write(&cfg_path, cfg.to_toml()).unwrap();
-    assert!(moco(&["train", cfg_path.to_str().unwrap(), "--out", run.to_str().unwrap(), "--no-progress"]).status.success());
+    assert!(
+        moco(&["train", cfg_path.to_str().unwrap(), "--out", run.to_str().unwrap(), "--no-progress"])
+            .status
+            .success()
+    );
     let out = dir.path().join("feats.safetensors");
-    let o = moco(&["embed", run.join("checkpoint.safetensors").to_str().unwrap(), "--data", "builtin", "--out", out.to_str().unwrap()]);
+    let o = moco(&[
+        "embed",
+        run.join("checkpoint.safetensors").to_str().unwrap(),
+        "--data",
+        "builtin",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let ck = moco_harness::io::checkpoint::Checkpoint::load(&out).unwrap();
     assert_eq!(ck.tensors["features"].shape(), &[40, 32]); // test split, width 4 → 32-d

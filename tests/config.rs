@@ -25,25 +25,66 @@ fn each_rule_has_its_variant() {
     assert!(matches!(err(|c| c.moco.momentum = -0.1), ConfigError::Momentum(_)));
     assert!(matches!(err(|c| c.moco.temperature = 0.0), ConfigError::Temperature(_)));
     assert!(matches!(err(|c| c.moco.temperature = f64::NAN), ConfigError::Temperature(_)));
-    assert!(matches!(err(|c| c.dictionary.size = 1000), ConfigError::QueueNotMultiple { size: 1000, batch: 512 }));
+    assert!(matches!(
+        err(|c| c.dictionary.size = 1000),
+        ConfigError::QueueNotMultiple { size: 1000, batch: 512 }
+    ));
     assert!(matches!(err(|c| c.train.batch_size = 1), ConfigError::BatchSize(1)));
     assert!(matches!(err(|c| c.model.bn_splits = 3), ConfigError::BnSplits { .. }));
-    assert!(matches!(err(|c| { c.train.batch_size = 8; c.dictionary.size = 8; c.model.bn_splits = 8 }), ConfigError::BnGroupTooSmall(1)));
-    assert!(matches!(err(|c| c.train.lr = -1.0), ConfigError::NotPositive { key: "train.lr", .. }));
-    assert!(matches!(err(|c| c.train.milestones = vec![160, 120]), ConfigError::Milestones { .. }));
-    assert!(matches!(err(|c| c.augment.crop_scale = Some([0.8, 0.2])), ConfigError::BadRange { key: "augment.crop_scale", .. }));
-    assert!(matches!(err(|c| c.augment.blur_p = Some(1.2)), ConfigError::NotProbability { key: "augment.blur_p", .. }));
+    assert!(matches!(
+        err(|c| {
+            c.train.batch_size = 8;
+            c.dictionary.size = 8;
+            c.model.bn_splits = 8
+        }),
+        ConfigError::BnGroupTooSmall(1)
+    ));
+    assert!(matches!(
+        err(|c| c.train.lr = -1.0),
+        ConfigError::NotPositive { key: "train.lr", .. }
+    ));
+    assert!(matches!(
+        err(|c| c.train.milestones = vec![160, 120]),
+        ConfigError::Milestones { .. }
+    ));
+    assert!(matches!(
+        err(|c| c.augment.crop_scale = Some([0.8, 0.2])),
+        ConfigError::BadRange {
+            key: "augment.crop_scale",
+            ..
+        }
+    ));
+    assert!(matches!(
+        err(|c| c.augment.blur_p = Some(1.2)),
+        ConfigError::NotProbability { key: "augment.blur_p", .. }
+    ));
     assert!(matches!(err(|c| c.device = "tpu".into()), ConfigError::Device(_)));
     assert!(matches!(
-        err(|c| { c.dictionary.mode = DictionaryMode::MemoryBank; c.dictionary.size = 4096; c.data.synthetic_train = 100 }),
+        err(|c| {
+            c.dictionary.mode = DictionaryMode::MemoryBank;
+            c.dictionary.size = 4096;
+            c.data.synthetic_train = 100
+        }),
         ConfigError::BankTooSmall { size: 4096, images: 100 }
     ));
-    assert!(matches!(err(|c| { c.dictionary.mode = DictionaryMode::MemoryBank; c.dictionary.bank_momentum = 1.0 }), ConfigError::BankMomentum(_)));
     assert!(matches!(
-        err(|c| { c.data.source = DataSource::ImageFolder; c.data.path = PathBuf::from("/nonexistent/cifar") }),
+        err(|c| {
+            c.dictionary.mode = DictionaryMode::MemoryBank;
+            c.dictionary.bank_momentum = 1.0
+        }),
+        ConfigError::BankMomentum(_)
+    ));
+    assert!(matches!(
+        err(|c| {
+            c.data.source = DataSource::ImageFolder;
+            c.data.path = PathBuf::from("/nonexistent/cifar")
+        }),
         ConfigError::MissingDataset { .. }
     ));
-    assert!(matches!(err(|c| c.data.source = DataSource::CifarBin), ConfigError::NoDatasetPath(_)));
+    assert!(matches!(
+        err(|c| c.data.source = DataSource::CifarBin),
+        ConfigError::NoDatasetPath(_)
+    ));
     // end_to_end ignores K, so a K that is not a multiple of the batch is fine there.
     let mut c = RunConfig::default();
     c.dictionary.mode = DictionaryMode::EndToEnd;
@@ -64,7 +105,15 @@ fn files_and_overrides() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("run.toml");
     std::fs::write(&p, "seed = 3\n[moco]\nmomentum = 0.9\n").unwrap();
-    let c = RunConfig::load(Some(&p), &["moco.momentum=0.999".into(), "dictionary.mode=end_to_end".into(), "train.max_steps=5".into()]).unwrap();
+    let c = RunConfig::load(
+        Some(&p),
+        &[
+            "moco.momentum=0.999".into(),
+            "dictionary.mode=end_to_end".into(),
+            "train.max_steps=5".into(),
+        ],
+    )
+    .unwrap();
     assert_eq!(c.seed, 3);
     assert_eq!(c.moco.momentum, 0.999);
     assert_eq!(c.dictionary.mode, DictionaryMode::EndToEnd);

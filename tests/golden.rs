@@ -4,12 +4,12 @@
 //! and shuffle permutations; the losses, updated θq (SGD with momentum and weight decay, BN
 //! running stats), θk (EMA + its own BN stats) and the queue must agree within 1e-4.
 
+use candle_core::{Device, Tensor};
 use moco_harness::config::{DictionaryMode, HeadKind, RunConfig};
 use moco_harness::io::checkpoint::{Checkpoint, HostTensor};
 use moco_harness::model::ParamStore;
 use moco_harness::train::state::store_from_checkpoint;
 use moco_harness::train::{Learner, StepChoices};
-use candle_core::{Device, Tensor};
 use std::path::Path;
 
 const FIXTURE: &str = "tests/fixtures/golden_moco_step.safetensors";
@@ -33,7 +33,11 @@ fn golden_config() -> moco_harness::config::ValidRunConfig {
 }
 
 fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
-    ck.tensors.get(name).unwrap_or_else(|| panic!("fixture lacks {name}")).to_tensor(&Device::Cpu).unwrap()
+    ck.tensors
+        .get(name)
+        .unwrap_or_else(|| panic!("fixture lacks {name}"))
+        .to_tensor(&Device::Cpu)
+        .unwrap()
 }
 
 fn ints(ck: &Checkpoint, name: &str) -> Vec<u32> {
@@ -81,7 +85,10 @@ fn two_moco_steps_match_pytorch_algorithm_1() {
     let expected_loss = tensor(&ck, "expected.loss").to_vec1::<f32>().unwrap();
     for s in 1..=2 {
         let views = [tensor(&ck, &format!("step{s}.x_q")), tensor(&ck, &format!("step{s}.x_k"))];
-        let choices = StepChoices { permutation: Some(ints(&ck, &format!("step{s}.perm"))), negatives: None };
+        let choices = StepChoices {
+            permutation: Some(ints(&ck, &format!("step{s}.perm"))),
+            negatives: None,
+        };
         let stats = learner.step(&views, &[0, 1, 2, 3], lr, &choices).unwrap();
         let want = expected_loss[s - 1];
         assert!((stats.loss - want).abs() < 1e-4, "step {s}: loss {} vs PyTorch {want}", stats.loss);

@@ -15,13 +15,19 @@ fn write_sweep(dir: &Path) -> std::path::PathBuf {
     base.eval.knn_every = 0;
     std::fs::write(dir.join("base.toml"), base.to_toml()).unwrap();
     let sweep = dir.join("mini.toml");
-    std::fs::write(&sweep, "base = \"base.toml\"\n[grid]\n\"moco.momentum\" = [0.0, 0.99]\n\"dictionary.size\" = [32, 64]\n").unwrap();
+    std::fs::write(
+        &sweep,
+        "base = \"base.toml\"\n[grid]\n\"moco.momentum\" = [0.0, 0.99]\n\"dictionary.size\" = [32, 64]\n",
+    )
+    .unwrap();
     sweep
 }
 
 fn table(path: &Path) -> Vec<Vec<(String, String)>> {
     let (_, rows) = read_csv(path).unwrap();
-    rows.into_iter().map(|r| r.into_iter().filter(|(k, _)| !TIMING.contains(&k.as_str())).collect()).collect()
+    rows.into_iter()
+        .map(|r| r.into_iter().filter(|(k, _)| !TIMING.contains(&k.as_str())).collect())
+        .collect()
 }
 
 #[test]
@@ -30,10 +36,16 @@ fn killed_sweep_restarts_without_redoing_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
     let sweep = write_sweep(dir.path());
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-    let o = Command::new(bin).args(["sweep", sweep.to_str().unwrap(), "--no-progress", "--results", a.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(bin)
+        .args(["sweep", sweep.to_str().unwrap(), "--no-progress", "--results", a.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
-    assert!(stderr.contains("#3 dictionary.size=64 moco.momentum=0.99"), "plan printed: {stderr}");
+    assert!(
+        stderr.contains("#3 dictionary.size=64 moco.momentum=0.99"),
+        "plan printed: {stderr}"
+    );
 
     let mut child = Command::new(bin)
         .args(["sweep", sweep.to_str().unwrap(), "--no-progress", "--results", b.to_str().unwrap()])
@@ -43,7 +55,11 @@ fn killed_sweep_restarts_without_redoing_finished_runs() {
         .unwrap();
     // Kill once the first run is finished and the second has started.
     let t0 = Instant::now();
-    let done = |d: &Path| std::fs::read_dir(d).map(|it| it.filter_map(|e| e.ok()).filter(|e| e.path().join("summary.json").exists()).count()).unwrap_or(0);
+    let done = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|it| it.filter_map(|e| e.ok()).filter(|e| e.path().join("summary.json").exists()).count())
+            .unwrap_or(0)
+    };
     while done(&b.join("mini")) < 1 {
         assert!(t0.elapsed() < Duration::from_secs(120));
         std::thread::sleep(Duration::from_millis(10));
@@ -52,14 +68,26 @@ fn killed_sweep_restarts_without_redoing_finished_runs() {
     child.wait().unwrap();
     let finished_before = done(&b.join("mini"));
     assert!(finished_before < 4, "sweep finished before the kill");
-    let first_summary = std::fs::read_dir(b.join("mini")).unwrap().filter_map(|e| e.ok()).map(|e| e.path().join("summary.json")).find(|p| p.exists()).unwrap();
+    let first_summary = std::fs::read_dir(b.join("mini"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("summary.json"))
+        .find(|p| p.exists())
+        .unwrap();
     let stamp = std::fs::metadata(&first_summary).unwrap().modified().unwrap();
 
-    let o = Command::new(bin).args(["sweep", sweep.to_str().unwrap(), "--no-progress", "--results", b.to_str().unwrap()]).output().unwrap();
+    let o = Command::new(bin)
+        .args(["sweep", sweep.to_str().unwrap(), "--no-progress", "--results", b.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(stderr.contains("skipped"), "{stderr}");
-    assert_eq!(std::fs::metadata(&first_summary).unwrap().modified().unwrap(), stamp, "a finished run was redone");
+    assert_eq!(
+        std::fs::metadata(&first_summary).unwrap().modified().unwrap(),
+        stamp,
+        "a finished run was redone"
+    );
     assert_eq!(table(&a.join("mini/runs.csv")), table(&b.join("mini/runs.csv")));
     for f in ["momentum.png", "momentum.svg", "curves-loss.png", "README.md"] {
         assert!(b.join("mini").join(f).exists(), "{f} missing");
@@ -73,15 +101,30 @@ fn dry_run_and_bad_sweeps() {
     let bin = env!("CARGO_BIN_EXE_moco");
     let dir = tempfile::tempdir().unwrap();
     let sweep = write_sweep(dir.path());
-    let o = Command::new(bin).args(["sweep", sweep.to_str().unwrap(), "--dry-run", "--results", dir.path().join("r").to_str().unwrap()]).output().unwrap();
+    let o = Command::new(bin)
+        .args([
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--dry-run",
+            "--results",
+            dir.path().join("r").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success());
     assert!(!dir.path().join("r").exists(), "dry run wrote results");
     assert_eq!(String::from_utf8_lossy(&o.stderr).lines().filter(|l| l.starts_with('#')).count(), 4);
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "base = \"base.toml\"\n[grid]\n\"dictionary.size\" = [32, 40]\n").unwrap();
-    let o = Command::new(bin).args(["sweep", bad.to_str().unwrap(), "--results", dir.path().join("r").to_str().unwrap()]).output().unwrap();
+    let o = Command::new(bin)
+        .args(["sweep", bad.to_str().unwrap(), "--results", dir.path().join("r").to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.toml") && err.contains("point #1") && err.contains("dictionary.size=40"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("point #1") && err.contains("dictionary.size=40"),
+        "{err}"
+    );
     assert!(!dir.path().join("r").exists(), "nothing may run when a point is invalid");
 }

@@ -2,6 +2,7 @@
 //! trip, divergence, and kill -9 followed by --resume.
 
 use crate::util::{deterministic_columns, tiny_config, valid};
+use candle_core::Device;
 use moco_harness::cli::{config_from_checkpoint, encoder_from_checkpoint};
 use moco_harness::config::DictionaryMode;
 use moco_harness::data;
@@ -9,7 +10,6 @@ use moco_harness::io::checkpoint::Checkpoint;
 use moco_harness::io::run_dir::{read_metrics, RunDir, RunStatus, RunSummary};
 use moco_harness::train::run::knn_eval;
 use moco_harness::train::{train, TrainOptions};
-use candle_core::Device;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -102,7 +102,10 @@ fn init_from_checkpoint_loads_weights_and_queue() {
     let mut c = tiny_config(DictionaryMode::Moco, 1);
     c.train.max_steps = Some(1);
     c.train.lr = 1e-12; // ~no update: the weights after one step are the init weights
-    let opts = TrainOptions { init: Some(ck_path.clone()), ..Default::default() };
+    let opts = TrainOptions {
+        init: Some(ck_path.clone()),
+        ..Default::default()
+    };
     train(&valid(c), &RunDir::new(b.path()), &opts).unwrap();
     let src = Checkpoint::load(&ck_path).unwrap();
     let dst = Checkpoint::load(&RunDir::new(b.path()).checkpoint()).unwrap();
@@ -129,12 +132,27 @@ fn kill_and_resume_matches_unbroken_run() {
     std::fs::write(&cfg_path, c.to_toml()).unwrap();
 
     let unbroken = root.path().join("unbroken");
-    let st = Command::new(bin).args(["train", cfg_path.to_str().unwrap(), "--no-progress", "--out", unbroken.to_str().unwrap()]).output().unwrap();
+    let st = Command::new(bin)
+        .args([
+            "train",
+            cfg_path.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            unbroken.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
 
     let killed = root.path().join("killed");
     let mut child = Command::new(bin)
-        .args(["train", cfg_path.to_str().unwrap(), "--no-progress", "--out", killed.to_str().unwrap()])
+        .args([
+            "train",
+            cfg_path.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            killed.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -147,12 +165,18 @@ fn kill_and_resume_matches_unbroken_run() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!rd.summary().exists(), "the run finished before it could be killed; the test needs a longer run");
+    assert!(
+        !rd.summary().exists(),
+        "the run finished before it could be killed; the test needs a longer run"
+    );
     let ck = Checkpoint::load(&rd.checkpoint()).expect("checkpoint is whole after kill -9");
     let done: usize = ck.metadata["epoch"].parse().unwrap();
     assert!(done < 5);
 
-    let st = Command::new(bin).args(["train", "--resume", killed.to_str().unwrap(), "--no-progress"]).output().unwrap();
+    let st = Command::new(bin)
+        .args(["train", "--resume", killed.to_str().unwrap(), "--no-progress"])
+        .output()
+        .unwrap();
     assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
     let a = read_metrics(&RunDir::new(&unbroken).metrics()).unwrap();
     let b = read_metrics(&rd.metrics()).unwrap();
@@ -163,7 +187,9 @@ fn kill_and_resume_matches_unbroken_run() {
     assert_eq!(sa.knn_top1, sb.knn_top1);
     assert_eq!(sb.status, RunStatus::Ok);
     // No temporary files left behind.
-    assert!(std::fs::read_dir(&killed).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
+    assert!(std::fs::read_dir(&killed)
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp")));
 }
 
 /// The linear protocol's optimisation works: on frozen features it fits the training split
@@ -175,11 +201,30 @@ fn linear_protocol_fits_frozen_features() {
     run(&cfg, dir.path());
     let path = RunDir::new(dir.path()).checkpoint();
     let ck = Checkpoint::load(&path).unwrap();
-    let cfg = config_from_checkpoint(&ck, &path, &["eval.linear.epochs=40".into(), "eval.linear.milestones=[30]".into(), "eval.linear.batch_size=32".into()]).unwrap();
+    let cfg = config_from_checkpoint(
+        &ck,
+        &path,
+        &[
+            "eval.linear.epochs=40".into(),
+            "eval.linear.milestones=[30]".into(),
+            "eval.linear.batch_size=32".into(),
+        ],
+    )
+    .unwrap();
     let enc = encoder_from_checkpoint(&ck, &cfg, &Device::Cpu).unwrap();
     let splits = data::load(&cfg.data, cfg.seed).unwrap();
     let input = moco_harness::train::run::eval_input(&cfg);
-    let r = moco_harness::eval::linear::linear_protocol(&enc, &splits.train, &splits.train, input, &cfg.eval.linear, cfg.seed, &Device::Cpu, |_, _| {}).unwrap();
+    let r = moco_harness::eval::linear::linear_protocol(
+        &enc,
+        &splits.train,
+        &splits.train,
+        input,
+        &cfg.eval.linear,
+        cfg.seed,
+        &Device::Cpu,
+        |_, _| {},
+    )
+    .unwrap();
     assert!(r.top1 > 60.0, "train-split top-1 {}", r.top1);
 }
 
@@ -194,7 +239,10 @@ fn resume_after_max_steps_mid_epoch() {
     let mut c = cfg.clone();
     c.train.max_steps = Some(8); // 6 steps per epoch: stops inside epoch 2
     run(&valid(c), part.path());
-    let opts = TrainOptions { resume: true, ..Default::default() };
+    let opts = TrainOptions {
+        resume: true,
+        ..Default::default()
+    };
     let s = train(&valid(cfg), &RunDir::new(part.path()), &opts).unwrap();
     assert_eq!(s.steps, 12);
     let a = Checkpoint::load(&RunDir::new(full.path()).checkpoint()).unwrap();

@@ -5,6 +5,7 @@ use moco_harness::io::run_dir::EpochMetrics;
 
 /// A run that takes about a second per epoch on 2 cores: 16×16 synthetic images, ResNet-18 at
 /// width 4, batch 16.
+#[allow(clippy::field_reassign_with_default)]
 pub fn tiny_config(mode: DictionaryMode, epochs: usize) -> RunConfig {
     let mut c = RunConfig::default();
     c.seed = 7;
@@ -33,5 +34,16 @@ pub fn valid(c: RunConfig) -> ValidRunConfig {
 
 /// The columns that must not depend on timing.
 pub fn deterministic_columns(rows: &[EpochMetrics]) -> Vec<(usize, usize, u64, u64, u64, Option<u64>)> {
-    rows.iter().map(|r| (r.epoch, r.step, r.lr.to_bits(), r.loss.to_bits(), r.contrast_acc1.to_bits(), r.knn_top1.map(f64::to_bits))).collect()
+    rows.iter()
+        .map(|r| {
+            (
+                r.epoch,
+                r.step,
+                r.lr.to_bits(),
+                r.loss.to_bits(),
+                r.contrast_acc1.to_bits(),
+                r.knn_top1.map(f64::to_bits),
+            )
+        })
+        .collect()
 }

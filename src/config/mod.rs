@@ -252,7 +252,11 @@ pub struct MocoConfig {
 
 impl Default for MocoConfig {
     fn default() -> Self {
-        Self { momentum: 0.99, temperature: 0.1, shuffle_bn: true }
+        Self {
+            momentum: 0.99,
+            temperature: 0.1,
+            shuffle_bn: true,
+        }
     }
 }
 
@@ -293,7 +297,11 @@ pub struct DictionaryConfig {
 
 impl Default for DictionaryConfig {
     fn default() -> Self {
-        Self { mode: DictionaryMode::Moco, size: 4096, bank_momentum: 0.5 }
+        Self {
+            mode: DictionaryMode::Moco,
+            size: 4096,
+            bank_momentum: 0.5,
+        }
     }
 }
 
@@ -465,17 +473,24 @@ pub enum LoadError {
 impl RunConfig {
     /// Parse a TOML document; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, LoadError> {
-        toml::from_str(text).map_err(|e| LoadError::Parse { origin: origin.into(), message: e.to_string() })
+        toml::from_str(text).map_err(|e| LoadError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })
     }
 
     /// Read a TOML file, apply `key=value` overrides, deserialize.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, LoadError> {
         let (mut value, origin) = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| LoadError::Io { path: p.to_path_buf(), source })?;
-                let v: toml::Table = toml::from_str(&text)
-                    .map_err(|e| LoadError::Parse { origin: p.display().to_string(), message: e.to_string() })?;
+                let text = std::fs::read_to_string(p).map_err(|source| LoadError::Io {
+                    path: p.to_path_buf(),
+                    source,
+                })?;
+                let v: toml::Table = toml::from_str(&text).map_err(|e| LoadError::Parse {
+                    origin: p.display().to_string(),
+                    message: e.to_string(),
+                })?;
                 (v, p.display().to_string())
             }
             None => (toml::Table::new(), "built-in defaults".to_string()),
@@ -484,15 +499,20 @@ impl RunConfig {
             let (key, val) = parse_override(o)?;
             apply_override(&mut value, &key, val)?;
         }
-        let origin = if overrides.is_empty() { origin } else { format!("{origin} with --set {}", overrides.join(" ")) };
+        let origin = if overrides.is_empty() {
+            origin
+        } else {
+            format!("{origin} with --set {}", overrides.join(" "))
+        };
         Self::from_table(value, &origin)
     }
 
     /// Deserialize from a TOML table.
     pub fn from_table(table: toml::Table, origin: &str) -> Result<Self, LoadError> {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| LoadError::Parse { origin: origin.into(), message: e.to_string() })
+        toml::Value::Table(table).try_into().map_err(|e: toml::de::Error| LoadError::Parse {
+            origin: origin.into(),
+            message: e.to_string(),
+        })
     }
 
     /// The fully resolved config as TOML (every default explicit).

@@ -46,7 +46,10 @@ pub fn apply_override(table: &mut toml::Table, key: &str, value: toml::Value) ->
     let mut cur = table;
     for seg in &parts[..parts.len() - 1] {
         let entry = cur.entry(seg.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        cur = entry.as_table_mut().ok_or_else(|| OverrideError::NotATable { key: key.into(), segment: seg.to_string() })?;
+        cur = entry.as_table_mut().ok_or_else(|| OverrideError::NotATable {
+            key: key.into(),
+            segment: seg.to_string(),
+        })?;
     }
     // A float-typed field given an integer (`--set moco.momentum=1`) should still work.
     cur.insert(parts[parts.len() - 1].to_string(), value);
@@ -60,7 +63,10 @@ mod tests {
     #[test]
     fn parses_typed_values() {
         assert_eq!(parse_override("moco.momentum=0.99").unwrap().1, toml::Value::Float(0.99));
-        assert_eq!(parse_override("dictionary.mode=moco").unwrap().1, toml::Value::String("moco".into()));
+        assert_eq!(
+            parse_override("dictionary.mode=moco").unwrap().1,
+            toml::Value::String("moco".into())
+        );
         assert_eq!(parse_override("train.max_steps=10").unwrap().1, toml::Value::Integer(10));
         assert!(matches!(parse_override("moco.momentum"), Err(OverrideError::NoEquals(_))));
         assert!(matches!(parse_override("moco..m=1"), Err(OverrideError::EmptyKey(_))));
@@ -73,6 +79,9 @@ mod tests {
         assert_eq!(t["a"]["b"]["c"].as_integer(), Some(1));
         let mut t2 = toml::Table::new();
         t2.insert("seed".into(), toml::Value::Integer(1));
-        assert!(matches!(apply_override(&mut t2, "seed.x", toml::Value::Integer(1)), Err(OverrideError::NotATable { .. })));
+        assert!(matches!(
+            apply_override(&mut t2, "seed.x", toml::Value::Integer(1)),
+            Err(OverrideError::NotATable { .. })
+        ));
     }
 }

@@ -160,7 +160,10 @@ fn increasing(key: &'static str, value: &[usize]) -> Result<(), ConfigError> {
     if value.windows(2).all(|w| w[0] < w[1]) {
         Ok(())
     } else {
-        Err(ConfigError::Milestones { key, value: value.to_vec() })
+        Err(ConfigError::Milestones {
+            key,
+            value: value.to_vec(),
+        })
     }
 }
 
@@ -180,7 +183,7 @@ impl RunConfig {
             return Err(ConfigError::BatchSize(batch));
         }
         let splits = c.model.bn_splits;
-        if splits == 0 || batch % splits != 0 {
+        if splits == 0 || !batch.is_multiple_of(splits) {
             return Err(ConfigError::BnSplits { batch, splits });
         }
         if batch / splits < 2 {
@@ -192,7 +195,7 @@ impl RunConfig {
                 if k == 0 {
                     return Err(ConfigError::ZeroSize { mode: "moco" });
                 }
-                if k % batch != 0 {
+                if !k.is_multiple_of(batch) {
                     return Err(ConfigError::QueueNotMultiple { size: k, batch });
                 }
             }
@@ -245,10 +248,16 @@ impl RunConfig {
             }
         }
         if c.train.max_steps == Some(0) {
-            return Err(ConfigError::NotPositive { key: "train.max_steps", value: 0.0 });
+            return Err(ConfigError::NotPositive {
+                key: "train.max_steps",
+                value: 0.0,
+            });
         }
         if c.train.lr_reference_batch == Some(0) {
-            return Err(ConfigError::NotPositive { key: "train.lr_reference_batch", value: 0.0 });
+            return Err(ConfigError::NotPositive {
+                key: "train.lr_reference_batch",
+                value: 0.0,
+            });
         }
         increasing("train.milestones", &c.train.milestones)?;
         increasing("eval.linear.milestones", &c.eval.linear.milestones)?;
@@ -284,16 +293,26 @@ impl RunConfig {
                     return Err(ConfigError::SyntheticClasses(c.data.synthetic_classes));
                 }
                 if c.data.synthetic_train == 0 || c.data.synthetic_test == 0 {
-                    return Err(ConfigError::NotPositive { key: "data.synthetic_train", value: 0.0 });
+                    return Err(ConfigError::NotPositive {
+                        key: "data.synthetic_train",
+                        value: 0.0,
+                    });
                 }
             }
             src => {
-                let name = if src == DataSource::ImageFolder { "image_folder" } else { "cifar_bin" };
+                let name = if src == DataSource::ImageFolder {
+                    "image_folder"
+                } else {
+                    "cifar_bin"
+                };
                 if c.data.path.as_os_str().is_empty() {
                     return Err(ConfigError::NoDatasetPath(name));
                 }
                 if !c.data.path.exists() {
-                    return Err(ConfigError::MissingDataset { path: c.data.path.clone(), source_name: name });
+                    return Err(ConfigError::MissingDataset {
+                        path: c.data.path.clone(),
+                        source_name: name,
+                    });
                 }
             }
         }

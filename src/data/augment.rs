@@ -104,7 +104,13 @@ impl AugmentParams {
 
     /// The linear protocol's training transform: RandomResizedCrop(scale 0.08–1) + flip.
     pub fn linear_train() -> Self {
-        Self { crop: true, crop_scale: [0.08, 1.0], crop_ratio: [3.0 / 4.0, 4.0 / 3.0], flip_p: 0.5, ..Self::none() }
+        Self {
+            crop: true,
+            crop_scale: [0.08, 1.0],
+            crop_ratio: [3.0 / 4.0, 4.0 / 3.0],
+            flip_p: 0.5,
+            ..Self::none()
+        }
     }
 }
 
@@ -120,7 +126,13 @@ pub struct FloatImage {
 }
 
 /// torchvision `RandomResizedCrop.get_params`: returns (top, left, height, width).
-pub fn random_resized_crop_params(width: usize, height: usize, scale: [f32; 2], ratio: [f32; 2], rng: &mut impl Rng) -> (usize, usize, usize, usize) {
+pub fn random_resized_crop_params(
+    width: usize,
+    height: usize,
+    scale: [f32; 2],
+    ratio: [f32; 2],
+    rng: &mut impl Rng,
+) -> (usize, usize, usize, usize) {
     let area = (width * height) as f32;
     let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
     for _ in 0..10 {
@@ -156,7 +168,9 @@ fn resample_weights(start: usize, len: usize, out: usize) -> Vec<(usize, Vec<f32
             let center = start as f32 + (o as f32 + 0.5) * scale;
             let lo = ((center - support).floor().max(start as f32)) as usize;
             let hi = ((center + support).ceil() as usize).min(start + len);
-            let mut w: Vec<f32> = (lo..hi).map(|s| (1.0 - ((s as f32 + 0.5 - center) / support).abs()).max(0.0)).collect();
+            let mut w: Vec<f32> = (lo..hi)
+                .map(|s| (1.0 - ((s as f32 + 0.5 - center) / support).abs()).max(0.0))
+                .collect();
             let sum: f32 = w.iter().sum();
             if sum > 0.0 {
                 w.iter_mut().for_each(|v| *v /= sum);
@@ -174,7 +188,11 @@ pub fn crop_resize(img: &FloatImage, top: usize, left: usize, h: usize, w: usize
             let row = (y * img.width + left) * 3;
             data.extend_from_slice(&img.data[row..row + w * 3]);
         }
-        return FloatImage { width: out_w, height: out_h, data };
+        return FloatImage {
+            width: out_w,
+            height: out_h,
+            data,
+        };
     }
     let wx = resample_weights(left, w, out_w);
     let wy = resample_weights(top, h, out_h);
@@ -203,7 +221,11 @@ pub fn crop_resize(img: &FloatImage, top: usize, left: usize, h: usize, w: usize
             }
         }
     }
-    FloatImage { width: out_w, height: out_h, data }
+    FloatImage {
+        width: out_w,
+        height: out_h,
+        data,
+    }
 }
 
 /// ITU-R 601-2 luma, as torchvision's `rgb_to_grayscale`.
@@ -261,11 +283,21 @@ fn adjust_hue(img: &mut FloatImage, shift: f32) {
 pub fn color_jitter(img: &mut FloatImage, strength: [f32; 4], rng: &mut impl Rng) {
     let mut order = [0usize, 1, 2, 3];
     order.shuffle(rng);
-    let factor = |s: f32, rng: &mut dyn rand::RngCore| if s > 0.0 { rng.random_range((1.0 - s).max(0.0)..=1.0 + s) } else { 1.0 };
+    let factor = |s: f32, rng: &mut dyn rand::RngCore| {
+        if s > 0.0 {
+            rng.random_range((1.0 - s).max(0.0)..=1.0 + s)
+        } else {
+            1.0
+        }
+    };
     let b = factor(strength[0], rng);
     let c = factor(strength[1], rng);
     let s = factor(strength[2], rng);
-    let h = if strength[3] > 0.0 { rng.random_range(-strength[3]..=strength[3]) } else { 0.0 };
+    let h = if strength[3] > 0.0 {
+        rng.random_range(-strength[3]..=strength[3])
+    } else {
+        0.0
+    };
     for op in order {
         match op {
             0 if b != 1.0 => img.data.iter_mut().for_each(|v| *v = (*v * b).clamp(0.0, 1.0)),
@@ -293,7 +325,9 @@ pub fn grayscale(img: &mut FloatImage) {
 /// approximation of the same Gaussian); this is the exact Gaussian.
 pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
     let radius = ((3.0 * sigma).ceil() as usize).clamp(1, img.width.min(img.height).saturating_sub(1).max(1));
-    let kernel: Vec<f32> = (-(radius as i64)..=radius as i64).map(|x| (-((x * x) as f32) / (2.0 * sigma * sigma)).exp()).collect();
+    let kernel: Vec<f32> = (-(radius as i64)..=radius as i64)
+        .map(|x| (-((x * x) as f32) / (2.0 * sigma * sigma)).exp())
+        .collect();
     let sum: f32 = kernel.iter().sum();
     let kernel: Vec<f32> = kernel.iter().map(|k| k / sum).collect();
     let reflect = |i: i64, n: usize| -> usize {
@@ -319,8 +353,8 @@ pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
             let mut acc = [0f32; 3];
             for (k, kv) in kernel.iter().enumerate() {
                 let sx = reflect(x as i64 + k as i64 - radius as i64, w);
-                for c in 0..3 {
-                    acc[c] += kv * img.data[(y * w + sx) * 3 + c];
+                for (a, v) in acc.iter_mut().zip(&img.data[(y * w + sx) * 3..(y * w + sx) * 3 + 3]) {
+                    *a += kv * v;
                 }
             }
             tmp[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&acc);
@@ -342,7 +376,11 @@ pub fn gaussian_blur(img: &mut FloatImage, sigma: f32) {
 
 /// Convert 8-bit pixels to [0, 1].
 pub fn to_float(img: &Image) -> FloatImage {
-    FloatImage { width: img.width, height: img.height, data: img.pixels.iter().map(|&p| p as f32 / 255.0).collect() }
+    FloatImage {
+        width: img.width,
+        height: img.height,
+        data: img.pixels.iter().map(|&p| p as f32 / 255.0).collect(),
+    }
 }
 
 /// Resize the shorter side to `size` and center-crop `size`×`size` (identity for a
@@ -407,7 +445,11 @@ mod tests {
     use crate::rng::{stream, Purpose};
 
     fn test_image(w: usize, h: usize) -> Image {
-        Image { width: w, height: h, pixels: (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect() }
+        Image {
+            width: w,
+            height: h,
+            pixels: (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect(),
+        }
     }
 
     #[test]
@@ -421,7 +463,11 @@ mod tests {
 
     #[test]
     fn resize_of_constant_is_constant_and_identity_is_exact() {
-        let img = FloatImage { width: 10, height: 7, data: vec![0.25; 210] };
+        let img = FloatImage {
+            width: 10,
+            height: 7,
+            data: vec![0.25; 210],
+        };
         let r = crop_resize(&img, 1, 2, 5, 6, 13, 4);
         assert!(r.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
         let f = to_float(&test_image(8, 8));
@@ -431,7 +477,10 @@ mod tests {
     #[test]
     fn views_are_deterministic_per_stream_and_in_range() {
         let img = test_image(32, 32);
-        let p = AugmentParams::resolve(&AugmentConfig { preset: AugmentPreset::V2, ..Default::default() });
+        let p = AugmentParams::resolve(&AugmentConfig {
+            preset: AugmentPreset::V2,
+            ..Default::default()
+        });
         let (mean, std) = ([0.5; 3], [0.25; 3]);
         let mut a = vec![0f32; 3 * 32 * 32];
         let mut b = a.clone();
@@ -449,7 +498,15 @@ mod tests {
     fn none_preset_is_plain_normalisation() {
         let img = test_image(32, 32);
         let mut out = vec![0f32; 3 * 32 * 32];
-        augment_into(&img, &AugmentParams::none(), 32, [0.0; 3], [1.0; 3], &mut stream(0, Purpose::Augment, 0, 0), &mut out);
+        augment_into(
+            &img,
+            &AugmentParams::none(),
+            32,
+            [0.0; 3],
+            [1.0; 3],
+            &mut stream(0, Purpose::Augment, 0, 0),
+            &mut out,
+        );
         // CHW: channel 1 of pixel (0,2) is byte index (0*32+2)*3+1.
         assert!((out[32 * 32 + 2] - img.pixels[7] as f32 / 255.0).abs() < 1e-6);
     }
@@ -473,7 +530,11 @@ mod tests {
         let mut f = orig.clone();
         adjust_hue(&mut f, 1.0);
         assert!(f.data.iter().zip(&orig.data).all(|(a, b)| (a - b).abs() < 1e-5));
-        let mut c = FloatImage { width: 8, height: 8, data: vec![0.3; 192] };
+        let mut c = FloatImage {
+            width: 8,
+            height: 8,
+            data: vec![0.3; 192],
+        };
         gaussian_blur(&mut c, 1.5);
         assert!(c.data.iter().all(|v| (v - 0.3).abs() < 1e-5));
     }

@@ -8,13 +8,23 @@ use super::{DataError, Image, ImageSet, Splits};
 use std::path::Path;
 
 const PIXELS: usize = 32 * 32;
-const CIFAR10_CLASSES: [&str; 10] =
-    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
+const CIFAR10_CLASSES: [&str; 10] = [
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+];
 
 /// Parse one binary file of records with `label_bytes` leading label bytes (label = last one).
 pub fn parse_records(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(Vec<Image>, Vec<u32>), DataError> {
     let rec = label_bytes + 3 * PIXELS;
-    if bytes.is_empty() || bytes.len() % rec != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(rec) {
         return Err(DataError::Layout {
             path: path.to_path_buf(),
             message: format!("size {} is not a multiple of the {rec}-byte CIFAR record", bytes.len()),
@@ -31,22 +41,36 @@ pub fn parse_records(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(V
                 pixels[p * 3 + c] = planes[c * PIXELS + p];
             }
         }
-        images.push(Image { width: 32, height: 32, pixels });
+        images.push(Image {
+            width: 32,
+            height: 32,
+            pixels,
+        });
     }
     Ok((images, labels))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Load CIFAR-10 (`data_batch_1..5.bin`, `test_batch.bin`) or CIFAR-100 (`train.bin`,
 /// `test.bin`) from `dir`.
 pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
-    let set = |(images, labels): (Vec<Image>, Vec<u32>), classes: &[String]| ImageSet { images, labels, classes: classes.to_vec() };
+    let set = |(images, labels): (Vec<Image>, Vec<u32>), classes: &[String]| ImageSet {
+        images,
+        labels,
+        classes: classes.to_vec(),
+    };
     if dir.join("data_batch_1.bin").exists() {
         let classes: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
-        let mut train = ImageSet { classes: classes.clone(), ..Default::default() };
+        let mut train = ImageSet {
+            classes: classes.clone(),
+            ..Default::default()
+        };
         for i in 1..=5 {
             let p = dir.join(format!("data_batch_{i}.bin"));
             let (im, lb) = parse_records(&read(&p)?, 1, &p)?;
@@ -75,7 +99,10 @@ pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
 
 fn check_labels(set: &ImageSet, dir: &Path) -> Result<(), DataError> {
     match set.labels.iter().find(|&&l| l as usize >= set.classes.len()) {
-        Some(l) => Err(DataError::Layout { path: dir.to_path_buf(), message: format!("label {l} out of range") }),
+        Some(l) => Err(DataError::Layout {
+            path: dir.to_path_buf(),
+            message: format!("label {l} out of range"),
+        }),
         None => Ok(()),
     }
 }

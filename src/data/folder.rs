@@ -6,7 +6,10 @@ use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
 fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-    let io = |source| DataError::Io { path: dir.to_path_buf(), source };
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         out.push(entry.map_err(io)?.path());
@@ -17,18 +20,31 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Decode one image file into RGB8.
 pub fn decode(path: &Path) -> Result<Image, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let img = image::load_from_memory(&bytes)
-        .map_err(|e| DataError::Decode { path: path.to_path_buf(), message: e.to_string() })?
+        .map_err(|e| DataError::Decode {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?
         .to_rgb8();
-    Ok(Image { width: img.width() as usize, height: img.height() as usize, pixels: img.into_raw() })
+    Ok(Image {
+        width: img.width() as usize,
+        height: img.height() as usize,
+        pixels: img.into_raw(),
+    })
 }
 
 /// Load every image under `root/<class>/`.
 pub fn load_image_folder(root: &Path) -> Result<ImageSet, DataError> {
     let class_dirs: Vec<PathBuf> = list_dir(root)?.into_iter().filter(|p| p.is_dir()).collect();
     if class_dirs.is_empty() {
-        return Err(DataError::Layout { path: root.to_path_buf(), message: "no class folders (expected root/<class>/<image>)".into() });
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            message: "no class folders (expected root/<class>/<image>)".into(),
+        });
     }
     let mut files = Vec::new();
     let mut classes = Vec::new();
@@ -42,8 +58,15 @@ pub fn load_image_folder(root: &Path) -> Result<ImageSet, DataError> {
         }
     }
     if files.is_empty() {
-        return Err(DataError::Layout { path: root.to_path_buf(), message: "no .jpg/.jpeg/.png images".into() });
+        return Err(DataError::Layout {
+            path: root.to_path_buf(),
+            message: "no .jpg/.jpeg/.png images".into(),
+        });
     }
     let images = files.par_iter().map(|(f, _)| decode(f)).collect::<Result<Vec<_>, _>>()?;
-    Ok(ImageSet { images, labels: files.iter().map(|(_, l)| *l).collect(), classes })
+    Ok(ImageSet {
+        images,
+        labels: files.iter().map(|(_, l)| *l).collect(),
+        classes,
+    })
 }

@@ -73,7 +73,12 @@ pub fn make_batch(data: &ImageSet, order: &[usize], start: usize, len: usize, ep
         }
     });
     let idx = &order[start..start + len];
-    Batch { views, labels: idx.iter().map(|&i| data.labels[i]).collect(), indices: idx.iter().map(|&i| i as u32).collect(), len }
+    Batch {
+        views,
+        labels: idx.iter().map(|&i| data.labels[i]).collect(),
+        indices: idx.iter().map(|&i| i as u32).collect(),
+        len,
+    }
 }
 
 /// A running background producer of one epoch's batches.
@@ -84,6 +89,7 @@ pub struct EpochLoader {
 
 impl EpochLoader {
     /// Start producing batches `first_batch..n_batches` of `epoch` (drop_last semantics).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         data: Arc<ImageSet>,
         order: Vec<usize>,
@@ -143,7 +149,11 @@ mod tests {
 
     #[test]
     fn loader_matches_direct_batches_and_order_is_seeded() {
-        let cfg = DataConfig { synthetic_train: 40, synthetic_test: 4, ..Default::default() };
+        let cfg = DataConfig {
+            synthetic_train: 40,
+            synthetic_test: 4,
+            ..Default::default()
+        };
         let splits = crate::data::synthetic::generate(&cfg, 3);
         let data = Arc::new(splits.train);
         let spec = Arc::new(PipelineSpec {

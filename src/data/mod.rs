@@ -136,7 +136,10 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
     splits.train.take_balanced(cfg.train_limit);
     splits.test.take_balanced(cfg.test_limit);
     if splits.train.is_empty() {
-        return Err(DataError::Layout { path: cfg.path.clone(), message: "no training images".into() });
+        return Err(DataError::Layout {
+            path: cfg.path.clone(),
+            message: "no training images".into(),
+        });
     }
     Ok(splits)
 }

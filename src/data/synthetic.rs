@@ -11,14 +11,18 @@ use crate::config::DataConfig;
 use crate::rng::{stream, Purpose};
 use rand::Rng;
 
-const NAMES: [&str; 10] =
-    ["disc", "square", "triangle", "hstripes", "vstripes", "checker", "ring", "plus", "dstripes", "cross"];
+const NAMES: [&str; 10] = [
+    "disc", "square", "triangle", "hstripes", "vstripes", "checker", "ring", "plus", "dstripes", "cross",
+];
 
 /// Generate the train and test splits (test images use a disjoint stream).
 pub fn generate(cfg: &DataConfig, seed: u64) -> Splits {
     let make = |split: u64, n: usize| {
         let classes = cfg.synthetic_classes.min(NAMES.len());
-        let mut set = ImageSet { classes: NAMES[..classes].iter().map(|s| s.to_string()).collect(), ..Default::default() };
+        let mut set = ImageSet {
+            classes: NAMES[..classes].iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
         for i in 0..n {
             let label = (i % classes) as u32;
             let mut rng = stream(seed, Purpose::Synthetic, split, i as u64);
@@ -27,7 +31,10 @@ pub fn generate(cfg: &DataConfig, seed: u64) -> Splits {
         }
         set
     };
-    Splits { train: make(0, cfg.synthetic_train), test: make(1, cfg.synthetic_test) }
+    Splits {
+        train: make(0, cfg.synthetic_train),
+        test: make(1, cfg.synthetic_test),
+    }
 }
 
 /// Draw one image of class `class` (0..10) at `size`×`size`.
@@ -78,5 +85,9 @@ pub fn render(class: usize, size: usize, rng: &mut impl Rng) -> Image {
             }
         }
     }
-    Image { width: size, height: size, pixels }
+    Image {
+        width: size,
+        height: size,
+        pixels,
+    }
 }

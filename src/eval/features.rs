@@ -18,7 +18,15 @@ pub struct EvalInput {
 }
 
 /// Features `(N, D)` of every image (backbone or head output, not normalised), in batches.
-pub fn extract(encoder: &Encoder, data: &ImageSet, input: EvalInput, kind: FeatureKind, batch: usize, device: &Device, mut progress: impl FnMut(usize)) -> Result<Tensor> {
+pub fn extract(
+    encoder: &Encoder,
+    data: &ImageSet,
+    input: EvalInput,
+    kind: FeatureKind,
+    batch: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> Result<Tensor> {
     let mut parts = Vec::new();
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {

@@ -34,7 +34,10 @@ pub fn knn_top1(train: &Tensor, train_labels: &[u32], test: &Tensor, test_labels
                     votes[c] += (sims[i] as f64 / t).exp();
                 }
             }
-            let pred = votes.iter().enumerate().fold(0, |best, (c, &v)| if v > votes[best] { c } else { best });
+            let pred = votes
+                .iter()
+                .enumerate()
+                .fold(0, |best, (c, &v)| if v > votes[best] { c } else { best });
             if pred as u32 == test_labels[start + row] {
                 correct += 1;
             }

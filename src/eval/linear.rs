@@ -28,12 +28,25 @@ pub struct LinearResult {
 
 /// Train the linear classifier on frozen features and report test top-1.
 #[allow(clippy::too_many_arguments)]
-pub fn linear_protocol(encoder: &Encoder, train: &ImageSet, test: &ImageSet, input: EvalInput, cfg: &LinearConfig, seed: u64, device: &Device, mut progress: impl FnMut(usize, f64)) -> Result<LinearResult> {
+pub fn linear_protocol(
+    encoder: &Encoder,
+    train: &ImageSet,
+    test: &ImageSet,
+    input: EvalInput,
+    cfg: &LinearConfig,
+    seed: u64,
+    device: &Device,
+    mut progress: impl FnMut(usize, f64),
+) -> Result<LinearResult> {
     let classes = train.classes.len().max(1);
     let dim = encoder.feat_dim();
     let normal = Normal::new(0.0f32, 0.01).map_err(candle_core::Error::wrap)?;
     let mut rng = stream(seed, Purpose::Probe, 0, 0);
-    let w = Var::from_tensor(&Tensor::from_vec((0..classes * dim).map(|_| normal.sample(&mut rng)).collect::<Vec<f32>>(), (classes, dim), device)?)?;
+    let w = Var::from_tensor(&Tensor::from_vec(
+        (0..classes * dim).map(|_| normal.sample(&mut rng)).collect::<Vec<f32>>(),
+        (classes, dim),
+        device,
+    )?)?;
     let b = Var::from_tensor(&Tensor::zeros(classes, candle_core::DType::F32, device)?)?;
     let params = vec![("fc.weight".to_string(), w.clone()), ("fc.bias".to_string(), b.clone())];
     let mut opt = Sgd::new(cfg.sgd_momentum, cfg.weight_decay);
@@ -41,7 +54,14 @@ pub fn linear_protocol(encoder: &Encoder, train: &ImageSet, test: &ImageSet, inp
         LinearFeatures::Cached => Some(extract(encoder, train, input, FeatureKind::Backbone, 256, device, |_| {})?),
         LinearFeatures::Augmented => None,
     };
-    let spec = PipelineSpec { params: AugmentParams::linear_train(), image_size: input.image_size, mean: input.mean, std: input.std, views: 1, seed: seed ^ 0x11ea };
+    let spec = PipelineSpec {
+        params: AugmentParams::linear_train(),
+        image_size: input.image_size,
+        mean: input.mean,
+        std: input.std,
+        views: 1,
+        seed: seed ^ 0x11ea,
+    };
     let n = train.len();
     let bs = cfg.batch_size.min(n);
     let mut train_loss = 0.0;
@@ -56,7 +76,11 @@ pub fn linear_protocol(encoder: &Encoder, train: &ImageSet, test: &ImageSet, inp
                 Some(f) => f.index_select(&Tensor::new(idx.as_slice(), device)?, 0)?,
                 None => {
                     let batch = make_batch(train, &order, start, len, epoch as u64, &spec);
-                    let x = Tensor::from_vec(batch.views.into_iter().next().unwrap_or_default(), (len, 3, input.image_size, input.image_size), device)?;
+                    let x = Tensor::from_vec(
+                        batch.views.into_iter().next().unwrap_or_default(),
+                        (len, 3, input.image_size, input.image_size),
+                        device,
+                    )?;
                     encoder.features(&x, BnMode::Eval)?.detach()
                 }
             };
@@ -75,7 +99,14 @@ pub fn linear_protocol(encoder: &Encoder, train: &ImageSet, test: &ImageSet, inp
         progress(epoch + 1, train_loss);
     }
     let test_feats = extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?;
-    let pred = test_feats.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let pred = test_feats
+        .matmul(&w.as_tensor().t()?)?
+        .broadcast_add(b.as_tensor())?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?;
     let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
-    Ok(LinearResult { top1: 100.0 * correct as f64 / test.len().max(1) as f64, train_loss })
+    Ok(LinearResult {
+        top1: 100.0 * correct as f64 / test.len().max(1) as f64,
+        train_loss,
+    })
 }

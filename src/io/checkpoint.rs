@@ -77,7 +77,10 @@ impl HostTensor {
         let shape = t.dims().to_vec();
         let flat = t.flatten_all()?;
         Ok(if as_i64 {
-            Self::I64(shape, flat.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().map(|&v| v as i64).collect())
+            Self::I64(
+                shape,
+                flat.to_dtype(DType::F32)?.to_vec1::<f32>()?.iter().map(|&v| v as i64).collect(),
+            )
         } else {
             Self::F32(shape, flat.to_dtype(DType::F32)?.to_vec1::<f32>()?)
         })
@@ -121,7 +124,14 @@ impl Checkpoint {
         let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
             .tensors
             .iter()
-            .map(|(n, t)| (n.clone(), t.bytes(), if matches!(t, HostTensor::F32(..)) { Dtype::F32 } else { Dtype::I64 }, t.shape().to_vec()))
+            .map(|(n, t)| {
+                (
+                    n.clone(),
+                    t.bytes(),
+                    if matches!(t, HostTensor::F32(..)) { Dtype::F32 } else { Dtype::I64 },
+                    t.shape().to_vec(),
+                )
+            })
             .collect();
         let views = bytes
             .iter()
@@ -134,14 +144,20 @@ impl Checkpoint {
 
     /// Write atomically.
     pub fn save(&self, path: &Path) -> Result<(), CheckpointError> {
-        let bytes = self.to_bytes().map_err(|message| CheckpointError::Format { path: path.into(), message })?;
+        let bytes = self.to_bytes().map_err(|message| CheckpointError::Format {
+            path: path.into(),
+            message,
+        })?;
         write_atomic(path, &bytes).map_err(|source| CheckpointError::Io { path: path.into(), source })
     }
 
     /// Read a file (f32, f16/bf16/f64 converted to f32; i64/i32 kept as i64).
     pub fn load(path: &Path) -> Result<Self, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io { path: path.into(), source })?;
-        let fmt = |e: safetensors::SafeTensorError| CheckpointError::Format { path: path.into(), message: e.to_string() };
+        let fmt = |e: safetensors::SafeTensorError| CheckpointError::Format {
+            path: path.into(),
+            message: e.to_string(),
+        };
         let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(fmt)?;
         let st = SafeTensors::deserialize(&bytes).map_err(fmt)?;
         let mut tensors = BTreeMap::new();
@@ -149,12 +165,32 @@ impl Checkpoint {
             let shape = view.shape().to_vec();
             let d = view.data();
             let t = match view.dtype() {
-                Dtype::F32 => HostTensor::F32(shape, d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()),
-                Dtype::F64 => HostTensor::F32(shape, d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect()),
-                Dtype::I64 => HostTensor::I64(shape, d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
-                Dtype::I32 => HostTensor::I64(shape, d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect()),
+                Dtype::F32 => HostTensor::F32(
+                    shape,
+                    d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                ),
+                Dtype::F64 => HostTensor::F32(
+                    shape,
+                    d.chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                        .collect(),
+                ),
+                Dtype::I64 => HostTensor::I64(
+                    shape,
+                    d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect(),
+                ),
+                Dtype::I32 => HostTensor::I64(
+                    shape,
+                    d.chunks_exact(4)
+                        .map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)
+                        .collect(),
+                ),
                 other => {
-                    return Err(CheckpointError::Tensor { path: path.into(), name, message: format!("unsupported dtype {other:?}") })
+                    return Err(CheckpointError::Tensor {
+                        path: path.into(),
+                        name,
+                        message: format!("unsupported dtype {other:?}"),
+                    })
                 }
             };
             tensors.insert(name, t);
@@ -165,22 +201,46 @@ impl Checkpoint {
 
     /// Check that the names under `prefix` are exactly `expected`.
     pub fn check_keys(&self, path: &Path, prefix: &str, expected: &[String]) -> Result<(), CheckpointError> {
-        let have: Vec<String> = self.tensors.keys().filter_map(|k| k.strip_prefix(prefix).map(str::to_string)).collect();
-        let missing: Vec<String> = expected.iter().filter(|e| !have.contains(e)).map(|e| format!("{prefix}{e}")).collect();
-        let unexpected: Vec<String> = have.iter().filter(|h| !expected.contains(h)).map(|h| format!("{prefix}{h}")).collect();
+        let have: Vec<String> = self
+            .tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix).map(str::to_string))
+            .collect();
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|e| !have.contains(e))
+            .map(|e| format!("{prefix}{e}"))
+            .collect();
+        let unexpected: Vec<String> = have
+            .iter()
+            .filter(|h| !expected.contains(h))
+            .map(|h| format!("{prefix}{h}"))
+            .collect();
         if missing.is_empty() && unexpected.is_empty() {
             Ok(())
         } else {
-            Err(CheckpointError::Keys { path: path.into(), missing, unexpected })
+            Err(CheckpointError::Keys {
+                path: path.into(),
+                missing,
+                unexpected,
+            })
         }
     }
 
     /// A tensor that must exist with a given shape.
     pub fn get(&self, path: &Path, name: &str, shape: Option<&[usize]>) -> Result<&HostTensor, CheckpointError> {
-        let t = self.tensors.get(name).ok_or_else(|| CheckpointError::Keys { path: path.into(), missing: vec![name.into()], unexpected: vec![] })?;
+        let t = self.tensors.get(name).ok_or_else(|| CheckpointError::Keys {
+            path: path.into(),
+            missing: vec![name.into()],
+            unexpected: vec![],
+        })?;
         if let Some(s) = shape {
             if t.shape() != s {
-                return Err(CheckpointError::Tensor { path: path.into(), name: name.into(), message: format!("shape {:?}, expected {s:?}", t.shape()) });
+                return Err(CheckpointError::Tensor {
+                    path: path.into(),
+                    name: name.into(),
+                    message: format!("shape {:?}, expected {s:?}", t.shape()),
+                });
             }
         }
         Ok(t)
@@ -196,7 +256,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.safetensors");
         let mut c = Checkpoint::default();
-        c.tensors.insert("encoder_q.a".into(), HostTensor::F32(vec![2, 2], vec![1., 2., 3., 4.]));
+        c.tensors
+            .insert("encoder_q.a".into(), HostTensor::F32(vec![2, 2], vec![1., 2., 3., 4.]));
         c.tensors.insert("queue_ptr".into(), HostTensor::I64(vec![1], vec![7]));
         c.metadata.insert("epoch".into(), "3".into());
         c.save(&p).unwrap();

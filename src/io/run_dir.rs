@@ -69,14 +69,17 @@ pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, String> {
         return Ok(Vec::new());
     }
     let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    r.deserialize().collect::<Result<Vec<_>, _>>().map_err(|e| format!("{}: {e}", path.display()))
+    r.deserialize()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Write all rows of `metrics.csv` atomically.
 pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<(), String> {
     let mut w = csv::Writer::from_writer(Vec::new());
     if rows.is_empty() {
-        w.write_record(["epoch", "step", "lr", "loss", "contrast_acc1", "knn_top1", "images_per_s", "wall_s"]).map_err(|e| e.to_string())?;
+        w.write_record(["epoch", "step", "lr", "loss", "contrast_acc1", "knn_top1", "images_per_s", "wall_s"])
+            .map_err(|e| e.to_string())?;
     }
     for r in rows {
         w.serialize(r).map_err(|e| e.to_string())?;
@@ -150,7 +153,13 @@ pub fn git_commit() -> String {
     if let Ok(c) = std::env::var("MOCO_COMMIT") {
         return c;
     }
-    let run = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
+    let run = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    };
     match run(&["rev-parse", "--short", "HEAD"]) {
         Some(o) => {
             let mut c = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -172,8 +181,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.csv");
         let rows = vec![
-            EpochMetrics { epoch: 1, step: 4, lr: 0.1, loss: 2.5, contrast_acc1: 0.25, knn_top1: None, images_per_s: 10.0, wall_s: 1.5 },
-            EpochMetrics { epoch: 2, step: 8, lr: 0.05, loss: 2.0, contrast_acc1: 0.5, knn_top1: Some(40.0), images_per_s: 11.0, wall_s: 3.0 },
+            EpochMetrics {
+                epoch: 1,
+                step: 4,
+                lr: 0.1,
+                loss: 2.5,
+                contrast_acc1: 0.25,
+                knn_top1: None,
+                images_per_s: 10.0,
+                wall_s: 1.5,
+            },
+            EpochMetrics {
+                epoch: 2,
+                step: 8,
+                lr: 0.05,
+                loss: 2.0,
+                contrast_acc1: 0.5,
+                knn_top1: Some(40.0),
+                images_per_s: 11.0,
+                wall_s: 3.0,
+            },
         ];
         write_metrics(&p, &rows).unwrap();
         assert_eq!(read_metrics(&p).unwrap(), rows);

@@ -91,7 +91,15 @@ impl CustomOp3 for BnTrain {
         "batch_norm_train"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s1, l1)?;
         let wt = f32_slice(s2, l2)?;
         let bs = f32_slice(s3, l3)?;
@@ -107,6 +115,7 @@ impl CustomOp3 for BnTrain {
         let stats: Vec<Vec<(f32, f32)>> = (0..c)
             .into_par_iter()
             .map(|ch| {
+                #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
                 let yp = yp;
                 (0..g)
                     .map(|gi| {
@@ -128,7 +137,10 @@ impl CustomOp3 for BnTrain {
                     .collect()
             })
             .collect();
-        let mut out = GroupStats { mean: vec![0.0; g * c], var: vec![0.0; g * c] };
+        let mut out = GroupStats {
+            mean: vec![0.0; g * c],
+            var: vec![0.0; g * c],
+        };
         for (ch, per_group) in stats.iter().enumerate() {
             for (gi, &(mu, v)) in per_group.iter().enumerate() {
                 out.mean[gi * c + ch] = mu;
@@ -139,7 +151,14 @@ impl CustomOp3 for BnTrain {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
-    fn bwd(&self, x: &Tensor, wt: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
         let hw = h * w;
@@ -150,7 +169,9 @@ impl CustomOp3 for BnTrain {
         let wv = super::tensor_vec(wt)?;
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
-        let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else { candle_core::bail!("batch_norm_train: CPU only") };
+        let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else {
+            candle_core::bail!("batch_norm_train: CPU only")
+        };
         let xv = f32_slice(xs, xl)?;
         let dy = f32_slice(gs, gl)?;
         let mut dx = vec![0f32; xv.len()];
@@ -158,6 +179,7 @@ impl CustomOp3 for BnTrain {
         let sums: Vec<(f32, f32)> = (0..c)
             .into_par_iter()
             .map(|ch| {
+                #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
                 let dp = dp;
                 let (mut dw, mut db) = (0f64, 0f64);
                 for gi in 0..g {
@@ -201,7 +223,11 @@ impl CustomOp3 for BnTrain {
 /// `x (N, C, H, W)` with `N % splits == 0`, `weight`, `bias` `(C)` → `(N, C, H, W)`
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
     let stats = Arc::new(Mutex::new(GroupStats::default()));
-    let op = BnTrain { splits, eps, stats: stats.clone() };
+    let op = BnTrain {
+        splits,
+        eps,
+        stats: stats.clone(),
+    };
     let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;
     let s = stats.lock().unwrap().clone();
     Ok((y, s))

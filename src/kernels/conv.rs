@@ -172,10 +172,21 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<
     if cin != c || k != k2 {
         candle_core::bail!("conv2d: input has {c} channels, weight {:?}", weight.dims());
     }
-    let g = ConvGeom { n, c, h, w, k, stride, pad };
+    let g = ConvGeom {
+        n,
+        c,
+        h,
+        w,
+        k,
+        stride,
+        pad,
+    };
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?; // (C·k·k, N·Ho·Wo)
     let y = weight.reshape((cout, c * k * k))?.matmul(&cols)?; // (Cout, N·Ho·Wo)
-    y.reshape((cout, n, g.ho() * g.wo()))?.transpose(0, 1)?.contiguous()?.reshape((n, cout, g.ho(), g.wo()))
+    y.reshape((cout, n, g.ho() * g.wo()))?
+        .transpose(0, 1)?
+        .contiguous()?
+        .reshape((n, cout, g.ho(), g.wo()))
 }
 
 #[cfg(test)]
@@ -186,7 +197,12 @@ mod tests {
 
     fn rand_tensor(shape: &[usize], rng: &mut rand_chacha::ChaCha8Rng) -> Tensor {
         let n: usize = shape.iter().product();
-        Tensor::from_vec((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+        Tensor::from_vec(
+            (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(),
+            shape,
+            &Device::Cpu,
+        )
+        .unwrap()
     }
 
     fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
@@ -200,7 +216,15 @@ mod tests {
     #[test]
     fn matches_candle_conv_forward_and_backward() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-        for &(n, c, h, w, cout, k, s, p) in &[(2, 3, 7, 5, 4, 3, 1, 1), (3, 5, 9, 9, 6, 3, 2, 1), (2, 4, 6, 7, 3, 1, 2, 0), (1, 2, 11, 11, 5, 7, 2, 3), (2, 3, 5, 5, 2, 1, 1, 0), (2, 3, 1, 1, 4, 3, 2, 1), (1, 2, 2, 3, 3, 3, 2, 1)] {
+        for &(n, c, h, w, cout, k, s, p) in &[
+            (2, 3, 7, 5, 4, 3, 1, 1),
+            (3, 5, 9, 9, 6, 3, 2, 1),
+            (2, 4, 6, 7, 3, 1, 2, 0),
+            (1, 2, 11, 11, 5, 7, 2, 3),
+            (2, 3, 5, 5, 2, 1, 1, 0),
+            (2, 3, 1, 1, 4, 3, 2, 1),
+            (1, 2, 2, 3, 3, 3, 2, 1),
+        ] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
             let probe = rand_tensor(&[n, cout, (h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1], &mut rng);
@@ -219,7 +243,16 @@ mod tests {
             }
             // … and always against finite differences: the loss is linear in x and in w, so a
             // unit forward difference is exact up to rounding.
-            let loss = |xt: &Tensor, wtt: &Tensor| conv2d(xt, wtt, s, p).unwrap().mul(&probe).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
+            let loss = |xt: &Tensor, wtt: &Tensor| {
+                conv2d(xt, wtt, s, p)
+                    .unwrap()
+                    .mul(&probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap() as f64
+            };
             let base = loss(x.as_tensor(), wt.as_tensor());
             for (v, is_x) in [(&x, true), (&wt, false)] {
                 let flat = v.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -229,7 +262,11 @@ mod tests {
                     bumped[i] += 1.0;
                     let t = Tensor::from_vec(bumped, v.dims(), &Device::Cpu).unwrap();
                     let fd = if is_x { loss(&t, wt.as_tensor()) } else { loss(x.as_tensor(), &t) } - base;
-                    assert!((fd - grad[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()), "fd {fd} vs {} at {i}", grad[i]);
+                    assert!(
+                        (fd - grad[i] as f64).abs() < 1e-3 * (1.0 + fd.abs()),
+                        "fd {fd} vs {} at {i}",
+                        grad[i]
+                    );
                 }
             }
         }
@@ -238,10 +275,20 @@ mod tests {
     /// col2im is the adjoint of im2col: <im2col(x), y> = <x, col2im(y)>.
     #[test]
     fn col2im_is_adjoint_of_im2col() {
-        let g = ConvGeom { n: 2, c: 3, h: 6, w: 5, k: 3, stride: 2, pad: 1 };
+        let g = ConvGeom {
+            n: 2,
+            c: 3,
+            h: 6,
+            w: 5,
+            k: 3,
+            stride: 2,
+            pad: 1,
+        };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let x: Vec<f32> = (0..g.n * g.c * g.h * g.w).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let y: Vec<f32> = (0..g.n * g.ho() * g.wo() * g.row_len()).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let y: Vec<f32> = (0..g.n * g.ho() * g.wo() * g.row_len())
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let lhs: f64 = im2col_cpu(&x, g).iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         let rhs: f64 = x.iter().zip(&col2im_cpu(&y, g)).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");

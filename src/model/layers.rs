@@ -27,9 +27,25 @@ pub struct Conv2d {
 
 impl Conv2d {
     /// `name.weight` of shape (out, in, k, k); kaiming_normal_(mode='fan_out', relu).
-    pub fn new(store: &ParamStore, name: &str, cin: usize, cout: usize, k: usize, stride: usize, padding: usize, seed: u64) -> Result<Self> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: &ParamStore,
+        name: &str,
+        cin: usize,
+        cout: usize,
+        k: usize,
+        stride: usize,
+        padding: usize,
+        seed: u64,
+    ) -> Result<Self> {
         let std = (2.0 / (cout * k * k) as f32).sqrt();
-        let weight = store.get_or_init(&format!("{name}.weight"), (cout, cin, k, k), Kind::Trainable, Init::Normal(std), seed)?;
+        let weight = store.get_or_init(
+            &format!("{name}.weight"),
+            (cout, cin, k, k),
+            Kind::Trainable,
+            Init::Normal(std),
+            seed,
+        )?;
         Ok(Self { weight, stride, padding })
     }
 
@@ -86,7 +102,8 @@ impl BatchNorm2d {
                 let inv = (self.running_var.as_tensor() + BN_EPS)?.sqrt()?.recip()?;
                 let scale = (wt * inv)?; // (C)
                 let shift = (bs - (self.running_mean.as_tensor() * &scale)?)?;
-                x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?.broadcast_add(&shift.reshape((1, c, 1, 1))?)
+                x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                    .broadcast_add(&shift.reshape((1, c, 1, 1))?)
             }
             BnMode::Train { splits } => {
                 let g = splits;
@@ -171,7 +188,8 @@ mod tests {
 
     fn rand_var(shape: &[usize], lo: f32, hi: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Var {
         let n: usize = shape.iter().product();
-        Var::from_tensor(&Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()).unwrap()
+        Var::from_tensor(&Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap())
+            .unwrap()
     }
 
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {

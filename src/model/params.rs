@@ -47,7 +47,10 @@ pub struct ParamStore {
 impl ParamStore {
     /// An empty store on `device`.
     pub fn new(device: &Device) -> Self {
-        Self { inner: Arc::new(Mutex::new(Inner::default())), device: device.clone() }
+        Self {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            device: device.clone(),
+        }
     }
 
     /// The store's device.
@@ -96,12 +99,22 @@ impl ParamStore {
 
     /// Sorted `(name, var, kind)` list.
     pub fn entries(&self) -> Vec<(String, Var, Kind)> {
-        self.inner.lock().unwrap().vars.iter().map(|(n, (v, k))| (n.clone(), v.clone(), *k)).collect()
+        self.inner
+            .lock()
+            .unwrap()
+            .vars
+            .iter()
+            .map(|(n, (v, k))| (n.clone(), v.clone(), *k))
+            .collect()
     }
 
     /// Sorted trainable `(name, var)` list.
     pub fn trainable(&self) -> Vec<(String, Var)> {
-        self.entries().into_iter().filter(|e| e.2 == Kind::Trainable).map(|(n, v, _)| (n, v)).collect()
+        self.entries()
+            .into_iter()
+            .filter(|e| e.2 == Kind::Trainable)
+            .map(|(n, v, _)| (n, v))
+            .collect()
     }
 
     /// Look up one tensor.
@@ -121,7 +134,9 @@ impl ParamStore {
     /// Copy every value of `other` into this store's tensors of the same name.
     pub fn copy_from(&self, other: &ParamStore) -> Result<()> {
         for (n, v, _) in self.entries() {
-            let src = other.get(&n).ok_or_else(|| candle_core::Error::Msg(format!("copy_from: {n} missing in source")))?;
+            let src = other
+                .get(&n)
+                .ok_or_else(|| candle_core::Error::Msg(format!("copy_from: {n} missing in source")))?;
             v.set(&src.as_tensor().copy()?)?;
         }
         Ok(())
@@ -135,5 +150,6 @@ impl ParamStore {
 
 fn name_hash(name: &str) -> u64 {
     // FNV-1a: stable across runs and platforms.
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+    name.bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
 }

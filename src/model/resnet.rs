@@ -107,7 +107,11 @@ impl Encoder {
                     ))
                 };
                 let convs = if bottleneck {
-                    vec![cb(1, cin, planes, 1, 1)?, cb(2, planes, planes, 3, stride)?, cb(3, planes, cout, 1, 1)?]
+                    vec![
+                        cb(1, cin, planes, 1, 1)?,
+                        cb(2, planes, planes, 3, stride)?,
+                        cb(3, planes, cout, 1, 1)?,
+                    ]
                 } else {
                     vec![cb(1, cin, planes, 3, stride)?, cb(2, planes, planes, 3, 1)?]
                 };
@@ -131,7 +135,13 @@ impl Encoder {
                 Linear::new(store, "fc.2", feat_dim, cfg.feature_dim, seed)?,
             ),
         };
-        Ok(Self { stem, imagenet_stem: cfg.stem == Stem::Imagenet, blocks, head, feat_dim })
+        Ok(Self {
+            stem,
+            imagenet_stem: cfg.stem == Stem::Imagenet,
+            blocks,
+            head,
+            feat_dim,
+        })
     }
 
     /// Dimension of the pooled backbone features.
@@ -169,7 +179,13 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     fn build(arch: Arch, head: HeadKind, width: usize) -> (ParamStore, Encoder) {
-        let cfg = ModelConfig { arch, width, head, stem: Stem::Imagenet, ..Default::default() };
+        let cfg = ModelConfig {
+            arch,
+            width,
+            head,
+            stem: Stem::Imagenet,
+            ..Default::default()
+        };
         let store = ParamStore::new(&Device::Cpu);
         let enc = Encoder::new(&cfg, &store, 0).unwrap();
         (store, enc)
@@ -219,7 +235,10 @@ mod tests {
         let (_, enc) = build(Arch::Resnet18, HeadKind::Linear, 4);
         let x = Tensor::zeros((2, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert_eq!(enc.forward(&x, BnMode::Train { splits: 1 }).unwrap().dims(), &[2, 128]);
-        let cfg = ModelConfig { width: 4, ..Default::default() };
+        let cfg = ModelConfig {
+            width: 4,
+            ..Default::default()
+        };
         let enc = Encoder::new(&cfg, &ParamStore::new(&Device::Cpu), 0).unwrap();
         let x = Tensor::zeros((4, 3, 32, 32), candle_core::DType::F32, &Device::Cpu).unwrap();
         assert_eq!(enc.features(&x, BnMode::Eval).unwrap().dims(), &[4, 32]);

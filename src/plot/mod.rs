@@ -57,10 +57,23 @@ where
 {
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
-    let xs: Vec<f64> = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.0)).chain(c.marks.iter().map(|m| m.0)).collect();
-    let ys: Vec<f64> = c.series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2])).collect();
-    let (x0, x1) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let (y0, y1) = ys.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let xs: Vec<f64> = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .chain(c.marks.iter().map(|m| m.0))
+        .collect();
+    let ys: Vec<f64> = c
+        .series
+        .iter()
+        .flat_map(|s| s.points.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2]))
+        .collect();
+    let (x0, x1) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+    let (y0, y1) = ys
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
     let (x0, x1) = if x0.is_finite() { (x0, x1) } else { (0.0, 1.0) };
     let (y0, y1) = if y0.is_finite() { (y0, y1) } else { (0.0, 1.0) };
     let xpad = ((x1 - x0) * 0.08).max(0.5);
@@ -84,7 +97,11 @@ where
         }
         if log2 {
             let i = v.round();
-            return if (v - i).abs() < 1e-6 { format!("{}", 2f64.powi(i as i32)) } else { String::new() };
+            return if (v - i).abs() < 1e-6 {
+                format!("{}", 2f64.powi(i as i32))
+            } else {
+                String::new()
+            };
         }
         format!("{v:.2}")
     };
@@ -106,16 +123,35 @@ where
             .map_err(e)?
             .label(&s.label)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart.draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled()))).map_err(e)?;
         chart
-            .draw_series(s.points.iter().filter(|p| p.2 > 0.0).map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 8)))
+            .draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+            .map_err(e)?;
+        chart
+            .draw_series(
+                s.points
+                    .iter()
+                    .filter(|p| p.2 > 0.0)
+                    .map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 8)),
+            )
             .map_err(e)?;
     }
     for (x, text) in &c.marks {
-        chart.draw_series(std::iter::once(Text::new(text.clone(), (*x, y0 - ypad * 0.5), ("sans-serif", 15).into_font().color(&RED)))).map_err(e)?;
+        chart
+            .draw_series(std::iter::once(Text::new(
+                text.clone(),
+                (*x, y0 - ypad * 0.5),
+                ("sans-serif", 15).into_font().color(&RED),
+            )))
+            .map_err(e)?;
     }
     if c.series.len() > 1 || c.series.first().is_some_and(|s| !s.label.is_empty()) {
-        chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 13)).draw().map_err(e)?;
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(e)?;
     }
     root.present().map_err(e)
 }
@@ -159,7 +195,10 @@ fn metric(rows: &[Row]) -> (&'static str, &'static str) {
 /// Top-1 against a categorical key (values in numeric order), failures marked.
 fn by_key(rows: &[Row], key: &str, title: &str, x_label: &str) -> Option<Chart> {
     let (col, y_label) = metric(rows);
-    let mut values: Vec<(f64, String)> = rows.iter().filter_map(|r| r.get(key).map(|v| (v.parse::<f64>().unwrap_or(f64::NAN), v.clone()))).collect();
+    let mut values: Vec<(f64, String)> = rows
+        .iter()
+        .filter_map(|r| r.get(key).map(|v| (v.parse::<f64>().unwrap_or(f64::NAN), v.clone())))
+        .collect();
     values.sort_by(|a, b| a.0.total_cmp(&b.0));
     values.dedup_by(|a, b| a.1 == b.1);
     if values.len() < 2 {
@@ -202,7 +241,12 @@ fn queue_chart(rows: &[Row]) -> Option<Chart> {
     let mut groups: BTreeMap<String, BTreeMap<u64, Vec<f64>>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.get("status").is_some_and(|s| s == "ok")) {
         if let (Some(k), Some(y)) = (num(r, "negatives"), num(r, col)) {
-            groups.entry(r.get("mode").cloned().unwrap_or_default()).or_default().entry(k as u64).or_default().push(y);
+            groups
+                .entry(r.get("mode").cloned().unwrap_or_default())
+                .or_default()
+                .entry(k as u64)
+                .or_default()
+                .push(y);
         }
     }
     let distinct: std::collections::BTreeSet<u64> = groups.values().flat_map(|g| g.keys().copied()).collect();
@@ -213,13 +257,24 @@ fn queue_chart(rows: &[Row]) -> Option<Chart> {
         .into_iter()
         .map(|(mode, g)| Series {
             label: mode,
-            points: g.into_iter().map(|(k, ys)| {
-                let (m, s) = mean_std(&ys);
-                ((k as f64).log2(), m, s)
-            }).collect(),
+            points: g
+                .into_iter()
+                .map(|(k, ys)| {
+                    let (m, s) = mean_std(&ys);
+                    ((k as f64).log2(), m, s)
+                })
+                .collect(),
         })
         .collect();
-    Some(Chart { title: "Top-1 vs number of negatives K".into(), x_label: "K (log2 scale)".into(), y_label: y_label.into(), x_ticks: None, log2_x: true, series, marks: vec![] })
+    Some(Chart {
+        title: "Top-1 vs number of negatives K".into(),
+        x_label: "K (log2 scale)".into(),
+        y_label: y_label.into(),
+        x_ticks: None,
+        log2_x: true,
+        series,
+        marks: vec![],
+    })
 }
 
 /// Training curves from each run's `metrics.csv`.
@@ -227,13 +282,29 @@ fn curves(dir: &Path, rows: &[Row], col: &str, title: &str, y_label: &str) -> Op
     let mut series = Vec::new();
     for r in rows {
         let Some(id) = r.get("run_id") else { continue };
-        let Ok((_, m)) = read_csv(&dir.join(id).join("metrics.csv")) else { continue };
-        let pts: Vec<(f64, f64, f64)> = m.iter().filter_map(|row| Some((num(row, "epoch")?, num(row, col).filter(|v| v.is_finite())?, 0.0))).collect();
+        let Ok((_, m)) = read_csv(&dir.join(id).join("metrics.csv")) else {
+            continue;
+        };
+        let pts: Vec<(f64, f64, f64)> = m
+            .iter()
+            .filter_map(|row| Some((num(row, "epoch")?, num(row, col).filter(|v| v.is_finite())?, 0.0)))
+            .collect();
         if !pts.is_empty() {
-            series.push(Series { label: id.clone(), points: pts });
+            series.push(Series {
+                label: id.clone(),
+                points: pts,
+            });
         }
     }
-    (!series.is_empty()).then(|| Chart { title: title.into(), x_label: "epoch".into(), y_label: y_label.into(), x_ticks: None, log2_x: false, series, marks: vec![] })
+    (!series.is_empty()).then(|| Chart {
+        title: title.into(),
+        x_label: "epoch".into(),
+        y_label: y_label.into(),
+        x_ticks: None,
+        log2_x: false,
+        series,
+        marks: vec![],
+    })
 }
 
 /// Draw every figure that `results/<sweep>/runs.csv` supports; returns the files written.

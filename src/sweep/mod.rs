@@ -94,7 +94,11 @@ impl SweepPoint {
         if self.assignments.is_empty() {
             return "(base)".into();
         }
-        self.assignments.iter().map(|(k, v)| format!("{k}={}", show(v))).collect::<Vec<_>>().join(" ")
+        self.assignments
+            .iter()
+            .map(|(k, v)| format!("{k}={}", show(v)))
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -124,7 +128,11 @@ type Assign = Vec<(String, toml::Value)>;
 fn list(path: &Path, table: &str, key: &str, v: &toml::Value) -> Result<Vec<toml::Value>, SweepError> {
     match v {
         toml::Value::Array(a) if !a.is_empty() => Ok(a.clone()),
-        _ => Err(SweepError::EmptyList { path: path.into(), table: table.into(), key: key.into() }),
+        _ => Err(SweepError::EmptyList {
+            path: path.into(),
+            table: table.into(),
+            key: key.into(),
+        }),
     }
 }
 
@@ -151,7 +159,10 @@ fn cartesian(path: &Path, grid: &toml::Table) -> Result<Vec<Assign>, SweepError>
 
 fn zipped(path: &Path, zip: Option<&toml::Value>) -> Result<Vec<Assign>, SweepError> {
     let Some(z) = zip else { return Ok(vec![Vec::new()]) };
-    let t = z.as_table().ok_or_else(|| SweepError::Format { path: path.into(), message: "zip must be a table of lists".into() })?;
+    let t = z.as_table().ok_or_else(|| SweepError::Format {
+        path: path.into(),
+        message: "zip must be a table of lists".into(),
+    })?;
     let mut lists = Vec::new();
     for (key, v) in t {
         lists.push((key.clone(), list(path, "zip", key, v)?));
@@ -159,16 +170,23 @@ fn zipped(path: &Path, zip: Option<&toml::Value>) -> Result<Vec<Assign>, SweepEr
     let n = lists.first().map(|l| l.1.len()).unwrap_or(0);
     if lists.iter().any(|l| l.1.len() != n) {
         let lengths = lists.iter().map(|(k, l)| format!("{k}={}", l.len())).collect::<Vec<_>>().join(", ");
-        return Err(SweepError::ZipLengths { path: path.into(), lengths });
+        return Err(SweepError::ZipLengths {
+            path: path.into(),
+            lengths,
+        });
     }
     if lists.is_empty() {
         return Ok(vec![Vec::new()]);
     }
-    Ok((0..n).map(|i| lists.iter().map(|(k, l)| (k.clone(), l[i].clone())).collect()).collect())
+    Ok((0..n)
+        .map(|i| lists.iter().map(|(k, l)| (k.clone(), l[i].clone())).collect())
+        .collect())
 }
 
 fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
+    bytes
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl Sweep {
@@ -180,18 +198,26 @@ impl Sweep {
 
     /// Expand a sweep document; `path` locates `base` and names errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SweepError> {
-        let fmt = |message: String| SweepError::Format { path: path.into(), message };
+        let fmt = |message: String| SweepError::Format {
+            path: path.into(),
+            message,
+        };
         let doc: toml::Table = toml::from_str(text).map_err(|e| fmt(e.to_string()))?;
         for key in doc.keys() {
             if !["base", "name", "seeds", "set", "grid", "zip"].contains(&key.as_str()) {
-                return Err(fmt(format!("unknown top-level key `{key}` (expected base, name, seeds, set, grid, zip)")));
+                return Err(fmt(format!(
+                    "unknown top-level key `{key}` (expected base, name, seeds, set, grid, zip)"
+                )));
             }
         }
         let mut base = match doc.get("base") {
             Some(toml::Value::String(b)) => {
                 let p = path.parent().unwrap_or(Path::new(".")).join(b);
                 let t = std::fs::read_to_string(&p).map_err(|source| SweepError::Io { path: p.clone(), source })?;
-                toml::from_str::<toml::Table>(&t).map_err(|e| SweepError::Format { path: p.clone(), message: e.to_string() })?
+                toml::from_str::<toml::Table>(&t).map_err(|e| SweepError::Format {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?
             }
             Some(_) => return Err(fmt("base must be a path string".into())),
             None => toml::Table::new(),
@@ -205,14 +231,18 @@ impl Sweep {
         let name = match doc.get("name") {
             Some(toml::Value::String(n)) if !n.is_empty() && !n.contains(['/', '\\']) => n.clone(),
             Some(_) => return Err(fmt("name must be a plain folder name".into())),
-            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "sweep".into()),
+            None => path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "sweep".into()),
         };
         let grids: Vec<toml::Table> = match doc.get("grid") {
             None => vec![toml::Table::new()],
             Some(toml::Value::Table(t)) => vec![t.clone()],
-            Some(toml::Value::Array(a)) if !a.is_empty() => {
-                a.iter().map(|v| v.as_table().cloned().ok_or_else(|| fmt("[[grid]] entries must be tables".into()))).collect::<Result<_, _>>()?
-            }
+            Some(toml::Value::Array(a)) if !a.is_empty() => a
+                .iter()
+                .map(|v| v.as_table().cloned().ok_or_else(|| fmt("[[grid]] entries must be tables".into())))
+                .collect::<Result<_, _>>()?,
             Some(_) => return Err(fmt("grid must be a table or an array of tables".into())),
         };
         let top_zip = zipped(path, doc.get("zip"))?;
@@ -250,8 +280,17 @@ impl Sweep {
                     keys.push(k.clone());
                 }
             }
-            let label = assignments.iter().map(|(k, v)| format!("{k}={}", show(v))).collect::<Vec<_>>().join(" ");
-            let bad = |message: String| SweepError::Point { path: path.into(), index, point: label.clone(), message };
+            let label = assignments
+                .iter()
+                .map(|(k, v)| format!("{k}={}", show(v)))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let bad = |message: String| SweepError::Point {
+                path: path.into(),
+                index,
+                point: label.clone(),
+                message,
+            };
             let mut table = base.clone();
             for (k, v) in &assignments {
                 apply_override(&mut table, k, v.clone()).map_err(|e| bad(e.to_string()))?;
@@ -259,14 +298,27 @@ impl Sweep {
             let cfg = RunConfig::from_table(table, "sweep point").map_err(|e| bad(e.to_string()))?;
             let config = cfg.validate().map_err(|e| bad(e.to_string()))?;
             let run_id = format!("{index:03}-{:08x}", fnv(config.to_toml().as_bytes()) as u32);
-            points.push(SweepPoint { index, assignments, config, run_id });
+            points.push(SweepPoint {
+                index,
+                assignments,
+                config,
+                run_id,
+            });
         }
-        Ok(Self { name, path: path.into(), keys, points })
+        Ok(Self {
+            name,
+            path: path.into(),
+            keys,
+            points,
+        })
     }
 
     /// The plan, one line per run: `#3 moco.momentum=0.99 seed=1  [003-1a2b3c4d]`.
     pub fn plan(&self) -> String {
-        self.points.iter().map(|p| format!("#{} {}  [{}]\n", p.index, p.label(), p.run_id)).collect()
+        self.points
+            .iter()
+            .map(|p| format!("#{} {}  [{}]\n", p.index, p.label(), p.run_id))
+            .collect()
     }
 }
 
@@ -297,12 +349,18 @@ mod tests {
         assert_eq!(s.points.len(), 2 * 3 * 2 * 2);
         assert_eq!(s.name, "test");
         let p0 = &s.points[0].config;
-        assert_eq!((p0.moco.momentum, p0.moco.temperature, p0.train.lr, p0.train.epochs, p0.seed), (0.9, 0.1, 0.03, 1, 0));
+        assert_eq!(
+            (p0.moco.momentum, p0.moco.temperature, p0.train.lr, p0.train.epochs, p0.seed),
+            (0.9, 0.1, 0.03, 1, 0)
+        );
         assert_eq!(p0.train.batch_size, 64);
         assert_eq!(s.points[1].config.seed, 1);
         assert_eq!(s.points[2].config.train.lr, 0.06);
         assert_eq!(s.points[2].config.train.epochs, 2);
-        assert_eq!(s.keys, vec!["moco.momentum", "moco.temperature", "train.epochs", "train.lr", "seed"]);
+        assert_eq!(
+            s.keys,
+            vec!["moco.momentum", "moco.temperature", "train.epochs", "train.lr", "seed"]
+        );
         // Distinct directories.
         let mut ids: Vec<_> = s.points.iter().map(|p| p.run_id.clone()).collect();
         ids.dedup();
@@ -329,14 +387,23 @@ mod tests {
         let e = parse("[grid]\n\"moco.momentun\" = [0.9]\n").unwrap_err();
         assert!(matches!(e, SweepError::Point { index: 0, .. }));
         assert!(e.to_string().contains("momentun") && e.to_string().contains("test.toml"), "{e}");
-        assert!(matches!(parse("[grid]\n\"moco.momentum\" = []\n"), Err(SweepError::EmptyList { .. })));
-        assert!(matches!(parse("[zip]\n\"train.lr\" = [0.1, 0.2]\n\"train.epochs\" = [1]\n"), Err(SweepError::ZipLengths { .. })));
+        assert!(matches!(
+            parse("[grid]\n\"moco.momentum\" = []\n"),
+            Err(SweepError::EmptyList { .. })
+        ));
+        assert!(matches!(
+            parse("[zip]\n\"train.lr\" = [0.1, 0.2]\n\"train.epochs\" = [1]\n"),
+            Err(SweepError::ZipLengths { .. })
+        ));
         let e = parse("[grid]\n\"moco.momentum\" = [0.9, 1.5]\n").unwrap_err();
         assert!(matches!(e, SweepError::Point { index: 1, .. }), "{e}");
         assert!(e.to_string().contains("moco.momentum=1.5"));
         let e = parse("[grid]\n\"train.epochs\" = [\"ten\"]\n").unwrap_err();
         assert!(matches!(e, SweepError::Point { .. }));
         assert!(matches!(parse("grids = 1\n"), Err(SweepError::Format { .. })));
-        assert!(matches!(parse("[grid]\n\"dictionary.size\" = [1000]\n"), Err(SweepError::Point { .. })));
+        assert!(matches!(
+            parse("[grid]\n\"dictionary.size\" = [1000]\n"),
+            Err(SweepError::Point { .. })
+        ));
     }
 }

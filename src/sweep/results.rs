@@ -8,8 +8,21 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Fixed columns after the swept keys.
-pub const COLUMNS: [&str; 13] =
-    ["status", "mode", "negatives", "epochs", "steps", "knn_top1", "linear_top1", "knn_top1_at_init", "final_loss", "wall_s", "images_per_s", "device", "commit"];
+pub const COLUMNS: [&str; 13] = [
+    "status",
+    "mode",
+    "negatives",
+    "epochs",
+    "steps",
+    "knn_top1",
+    "linear_top1",
+    "knn_top1_at_init",
+    "final_loss",
+    "wall_s",
+    "images_per_s",
+    "device",
+    "commit",
+];
 
 /// One row: column name → value (empty when unknown).
 pub type Row = BTreeMap<String, String>;
@@ -32,7 +45,10 @@ pub fn collect(sweep: &Sweep, dir: &Path) -> Vec<Row> {
             }
             match RunSummary::load(&RunDir::new(dir.join(&p.run_id)).summary()) {
                 Ok(s) => {
-                    let status = serde_json::to_value(s.status).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+                    let status = serde_json::to_value(s.status)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default();
                     r.insert("status".into(), status);
                     r.insert("mode".into(), s.mode);
                     r.insert("negatives".into(), s.negatives.to_string());
@@ -72,7 +88,8 @@ pub fn write_csv(path: &Path, header: &[String], rows: &[Row]) -> Result<(), Str
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(header).map_err(|e| e.to_string())?;
     for r in rows {
-        w.write_record(header.iter().map(|h| r.get(h).map(String::as_str).unwrap_or(""))).map_err(|e| e.to_string())?;
+        w.write_record(header.iter().map(|h| r.get(h).map(String::as_str).unwrap_or("")))
+            .map_err(|e| e.to_string())?;
     }
     let bytes = w.into_inner().map_err(|e| e.to_string())?;
     write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
@@ -81,7 +98,12 @@ pub fn write_csv(path: &Path, header: &[String], rows: &[Row]) -> Result<(), Str
 /// Read a CSV written by [`write_csv`]: (header, rows).
 pub fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Row>), String> {
     let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let header: Vec<String> = r.headers().map_err(|e| format!("{}: {e}", path.display()))?.iter().map(String::from).collect();
+    let header: Vec<String> = r
+        .headers()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .iter()
+        .map(String::from)
+        .collect();
     let mut rows = Vec::new();
     for rec in r.records() {
         let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
@@ -97,14 +119,42 @@ MoCo 60.6 at K = 65536, memory bank 58.0 (Figure 3).";
 
 /// `results/<sweep>/README.md`: the sweep's table beside the paper's numbers.
 pub fn write_readme(dir: &Path, name: &str, keys: &[String], rows: &[Row], command: &str) -> Result<(), String> {
-    let mut s = format!("# Sweep `{name}`\n\nProduced by `{command}`. Rows come from `runs.csv` (one per run; the run's own \
-files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn with `moco plot results/{name}`.\n\n");
-    let cols: Vec<&str> = keys.iter().map(String::as_str).chain(["status", "knn_top1", "linear_top1", "knn_top1_at_init", "epochs", "wall_s", "images_per_s", "device", "commit"]).collect();
-    s += &format!("| {} |\n|{}|\n", cols.join(" | "), cols.iter().map(|_| "---").collect::<Vec<_>>().join("|"));
+    let mut s = format!(
+        "# Sweep `{name}`\n\nProduced by `{command}`. Rows come from `runs.csv` (one per run; the run's own \
+files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn with `moco plot results/{name}`.\n\n"
+    );
+    let cols: Vec<&str> = keys
+        .iter()
+        .map(String::as_str)
+        .chain([
+            "status",
+            "knn_top1",
+            "linear_top1",
+            "knn_top1_at_init",
+            "epochs",
+            "wall_s",
+            "images_per_s",
+            "device",
+            "commit",
+        ])
+        .collect();
+    s += &format!(
+        "| {} |\n|{}|\n",
+        cols.join(" | "),
+        cols.iter().map(|_| "---").collect::<Vec<_>>().join("|")
+    );
     for r in rows {
-        s += &format!("| {} |\n", cols.iter().map(|c| r.get(*c).map(String::as_str).unwrap_or("")).collect::<Vec<_>>().join(" | "));
+        s += &format!(
+            "| {} |\n",
+            cols.iter()
+                .map(|c| r.get(*c).map(String::as_str).unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        );
     }
-    s += &format!("\n{PAPER}\n\nThe numbers above are this harness's, on the dataset and scale of the sweep's config \
-(see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value.\n");
+    s += &format!(
+        "\n{PAPER}\n\nThe numbers above are this harness's, on the dataset and scale of the sweep's config \
+(see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value.\n"
+    );
     write_atomic(&dir.join("README.md"), s.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
 }

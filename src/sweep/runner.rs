@@ -47,19 +47,43 @@ pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutc
     std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
     write_atomic(&dir.join("plan.txt"), sweep.plan().as_bytes())?;
     let mut out = SweepOutcome::default();
-    let mine: Vec<_> = sweep.points.iter().filter(|p| opts.shard.is_none_or(|(i, n)| p.index % n == i)).collect();
+    let mine: Vec<_> = sweep
+        .points
+        .iter()
+        .filter(|p| opts.shard.is_none_or(|(i, n)| p.index % n == i))
+        .collect();
     for (k, p) in mine.iter().enumerate() {
         let rd = RunDir::new(dir.join(&p.run_id));
         if let Ok(s) = RunSummary::load(&rd.summary()) {
             if s.status != RunStatus::Failed {
-                eprintln!("[{}/{}] #{} {}: already {:?}, skipped", k + 1, mine.len(), p.index, p.label(), s.status);
+                eprintln!(
+                    "[{}/{}] #{} {}: already {:?}, skipped",
+                    k + 1,
+                    mine.len(),
+                    p.index,
+                    p.label(),
+                    s.status
+                );
                 out.skipped += 1;
                 continue;
             }
         }
         let resume = rd.checkpoint().exists();
-        eprintln!("[{}/{}] #{} {}{}  → {}", k + 1, mine.len(), p.index, p.label(), if resume { " (resuming)" } else { "" }, rd.root.display());
-        let topts = TrainOptions { resume, init: None, knn_at_init: opts.knn_at_init, progress: opts.progress };
+        eprintln!(
+            "[{}/{}] #{} {}{}  → {}",
+            k + 1,
+            mine.len(),
+            p.index,
+            p.label(),
+            if resume { " (resuming)" } else { "" },
+            rd.root.display()
+        );
+        let topts = TrainOptions {
+            resume,
+            init: None,
+            knn_at_init: opts.knn_at_init,
+            progress: opts.progress,
+        };
         match train(&p.config, &rd, &topts) {
             Ok(s) if s.status == RunStatus::Diverged => out.diverged += 1,
             Ok(_) => out.ran += 1,

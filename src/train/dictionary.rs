@@ -25,7 +25,10 @@ pub struct KeyQueue {
 impl KeyQueue {
     /// K random unit keys (the official `randn(dim, K)` normalised along dim).
     pub fn new(k: usize, c: usize, seed: u64, device: &Device) -> Result<Self> {
-        Ok(Self { keys: random_unit_rows(k, c, seed, device)?.contiguous()?, ptr: 0 })
+        Ok(Self {
+            keys: random_unit_rows(k, c, seed, device)?.contiguous()?,
+            ptr: 0,
+        })
     }
 
     /// K.
@@ -68,7 +71,10 @@ pub struct MemoryBank {
 impl MemoryBank {
     /// Random unit vectors.
     pub fn new(n: usize, c: usize, momentum: f64, seed: u64, device: &Device) -> Result<Self> {
-        Ok(Self { features: random_unit_rows(n, c, seed, device)?.contiguous()?, momentum })
+        Ok(Self {
+            features: random_unit_rows(n, c, seed, device)?.contiguous()?,
+            momentum,
+        })
     }
 
     /// Rows at `indices` `(M,)` u32 → `(M, C)`.
@@ -96,7 +102,10 @@ mod tests {
 
     #[test]
     fn queue_is_fifo_and_wraps() {
-        let mut q = KeyQueue { keys: Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap(), ptr: 0 };
+        let mut q = KeyQueue {
+            keys: Tensor::zeros((4, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+            ptr: 0,
+        };
         q.enqueue(&rows(&[1., 1., 2., 2.], 2)).unwrap();
         assert_eq!(q.ptr, 2);
         q.enqueue(&rows(&[3., 3.], 2)).unwrap();
@@ -118,7 +127,10 @@ mod tests {
 
     #[test]
     fn bank_update_moves_only_given_rows() {
-        let mut bank = MemoryBank { features: rows(&[1., 0., 0., 1., 1., 0.], 2).contiguous().unwrap(), momentum: 0.5 };
+        let mut bank = MemoryBank {
+            features: rows(&[1., 0., 0., 1., 1., 0.], 2).contiguous().unwrap(),
+            momentum: 0.5,
+        };
         let idx = Tensor::new(&[2u32], &Device::Cpu).unwrap();
         bank.update(&idx, &rows(&[0., 1.], 2)).unwrap();
         let f = bank.features.to_vec2::<f32>().unwrap();

@@ -14,7 +14,9 @@ pub fn ema_update(query: &ParamStore, key: &ParamStore, m: f64) -> Result<()> {
         candle_core::bail!("ema_update: query has {} trainable tensors, key has {}", q.len(), k.len());
     }
     for (name, qv) in &q {
-        let kv = key.get(name).ok_or_else(|| candle_core::Error::Msg(format!("ema_update: key encoder has no {name}")))?;
+        let kv = key
+            .get(name)
+            .ok_or_else(|| candle_core::Error::Msg(format!("ema_update: key encoder has no {name}")))?;
         let new = ((kv.as_tensor() * m)? + (qv.as_tensor() * (1.0 - m))?)?;
         kv.set(&new.detach())?;
     }
@@ -43,7 +45,16 @@ mod tests {
         assert_eq!(k.get("a.weight").unwrap().as_tensor().to_vec1::<f32>().unwrap(), vec![3.0; 3]);
         ema_update(&q, &k, 0.0).unwrap();
         assert_eq!(k.get("a.weight").unwrap().as_tensor().to_vec1::<f32>().unwrap(), vec![1.0; 3]);
-        assert_eq!(k.get("b.weight").unwrap().as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap(), vec![2.0; 4]);
+        assert_eq!(
+            k.get("b.weight")
+                .unwrap()
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            vec![2.0; 4]
+        );
         assert_eq!(k.get("a.running_mean").unwrap().as_tensor().to_vec1::<f32>().unwrap(), vec![7.0; 3]);
         let k2 = store(3.0, 7.0);
         ema_update(&q, &k2, 0.75).unwrap();

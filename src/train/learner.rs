@@ -19,6 +19,9 @@ use candle_core::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
+/// State update that follows a successful SGD step (enqueue, bank update).
+type AfterStep = Box<dyn FnOnce(&mut Learner) -> Result<()>>;
+
 /// Random choices of one step, drawn by the trainer (or given by a test).
 #[derive(Debug, Clone, Default)]
 pub struct StepChoices {
@@ -74,7 +77,11 @@ impl Learner {
         } else {
             None
         };
-        let queue = if mode == DictionaryMode::Moco { Some(KeyQueue::new(cfg.dictionary.size, dim, cfg.seed, device)?) } else { None };
+        let queue = if mode == DictionaryMode::Moco {
+            Some(KeyQueue::new(cfg.dictionary.size, dim, cfg.seed, device)?)
+        } else {
+            None
+        };
         let bank = if mode == DictionaryMode::MemoryBank {
             Some(MemoryBank::new(train_len, dim, cfg.dictionary.bank_momentum, cfg.seed, device)?)
         } else {
@@ -110,7 +117,9 @@ impl Learner {
     }
 
     fn train_mode(&self) -> BnMode {
-        BnMode::Train { splits: self.cfg.model.bn_splits }
+        BnMode::Train {
+            splits: self.cfg.model.bn_splits,
+        }
     }
 
     /// Draw this step's random choices from `rng`.
@@ -156,7 +165,7 @@ impl Learner {
         let t = self.cfg.moco.temperature;
         let perm = choices.permutation.as_deref();
         let q = l2_normalize(&self.encoder_q.forward(&views[0], self.train_mode())?)?; // (N, C)
-        let (logits, after): (Tensor, Box<dyn FnOnce(&mut Self) -> Result<()>>) = match self.cfg.dictionary.mode {
+        let (logits, after): (Tensor, AfterStep) = match self.cfg.dictionary.mode {
             DictionaryMode::Moco => {
                 let (k_store, enc_k) = self.key.as_ref().expect("moco mode has a key encoder");
                 ema_update(&self.q_store, k_store, self.cfg.moco.momentum)?;
@@ -177,19 +186,28 @@ impl Learner {
                 let neg = bank.rows(&Tensor::new(neg_idx, &self.device)?)?; // (K, C)
                 let logits = contrastive_logits(&q, &pos, &neg, t, false)?;
                 let qd = q.detach();
-                (logits, Box::new(move |s: &mut Self| s.bank.as_mut().expect("bank").update(&idx, &qd)))
+                (
+                    logits,
+                    Box::new(move |s: &mut Self| s.bank.as_mut().expect("bank").update(&idx, &qd)),
+                )
             }
         };
         let loss = info_nce_loss(&logits)?;
         let loss_v = loss.to_scalar::<f32>()?;
         let acc = contrast_acc1(&logits)?;
         if !loss_v.is_finite() {
-            return Ok(StepStats { loss: loss_v, contrast_acc1: acc });
+            return Ok(StepStats {
+                loss: loss_v,
+                contrast_acc1: acc,
+            });
         }
         let grads = loss.backward()?;
         let params = self.q_store.trainable();
         self.optim.step(&params, &grads, lr)?;
         after(self)?;
-        Ok(StepStats { loss: loss_v, contrast_acc1: acc })
+        Ok(StepStats {
+            loss: loss_v,
+            contrast_acc1: acc,
+        })
     }
 }

@@ -81,8 +81,15 @@ mod tests {
         let k = l2_normalize(&Tensor::new(&[[1f32, 0.2, 1.], [0.1, 1., 0.8], [1., 1., 0.3], [0.7, -1., 0.5]], &dev).unwrap()).unwrap();
         let neg = l2_normalize(&Tensor::new(&[[0f32, 0., 1.], [1., 0., 0.], [0.3, -0.2, 0.9]], &dev).unwrap()).unwrap();
         let t = 0.2;
-        let loss = info_nce_loss(&contrastive_logits(&q, &k, &neg, t, false).unwrap()).unwrap().to_scalar::<f32>().unwrap();
-        let (qv, kv, nv) = (q.to_vec2::<f32>().unwrap(), k.to_vec2::<f32>().unwrap(), neg.to_vec2::<f32>().unwrap());
+        let loss = info_nce_loss(&contrastive_logits(&q, &k, &neg, t, false).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let (qv, kv, nv) = (
+            q.to_vec2::<f32>().unwrap(),
+            k.to_vec2::<f32>().unwrap(),
+            neg.to_vec2::<f32>().unwrap(),
+        );
         let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() as f64;
         let mut expect = 0.0;
         for i in 0..4 {
@@ -102,12 +109,15 @@ mod tests {
         let dev = Device::Cpu;
         let q = l2_normalize(&Tensor::new(&[[1f32, 0.], [0., 1.], [1., 1.]], &dev).unwrap()).unwrap();
         let k = l2_normalize(&Tensor::new(&[[1f32, 0.3], [0.2, 1.], [1., 0.6]], &dev).unwrap()).unwrap();
-        let masked = info_nce_loss(&contrastive_logits(&q, &k, &k, 0.5, true).unwrap()).unwrap().to_scalar::<f32>().unwrap();
+        let masked = info_nce_loss(&contrastive_logits(&q, &k, &k, 0.5, true).unwrap())
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
         // Row 0 by hand: negatives are k1, k2.
         let mut expect = 0.0f64;
         let (qv, kv) = (q.to_vec2::<f32>().unwrap(), k.to_vec2::<f32>().unwrap());
-        for i in 0..3 {
-            let d = |j: usize| (qv[i][0] * kv[j][0] + qv[i][1] * kv[j][1]) as f64 / 0.5;
+        for (i, qi) in qv.iter().enumerate() {
+            let d = |j: usize| (qi[0] * kv[j][0] + qi[1] * kv[j][1]) as f64 / 0.5;
             let z: f64 = (0..3).map(|j| d(j).exp()).sum();
             expect += z.ln() - d(i);
         }

@@ -21,7 +21,11 @@ pub struct Sgd {
 impl Sgd {
     /// New optimizer with empty buffers.
     pub fn new(momentum: f64, weight_decay: f64) -> Self {
-        Self { momentum, weight_decay, buffers: BTreeMap::new() }
+        Self {
+            momentum,
+            weight_decay,
+            buffers: BTreeMap::new(),
+        }
     }
 
     /// One update of every `(name, var)` that has a gradient in `grads`.

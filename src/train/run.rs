@@ -42,7 +42,9 @@ pub struct TrainOptions {
 pub fn make_device(spec: &str) -> Result<Device> {
     Ok(match parse_device(spec)? {
         DeviceRequest::Cpu => Device::Cpu,
-        DeviceRequest::Cuda(n) => Device::new_cuda(n).with_context(|| format!("device = {spec:?}: no CUDA device (build with --features cuda)"))?,
+        DeviceRequest::Cuda(n) => {
+            Device::new_cuda(n).with_context(|| format!("device = {spec:?}: no CUDA device (build with --features cuda)"))?
+        }
         DeviceRequest::Auto => Device::cuda_if_available(0)?,
     })
 }
@@ -72,27 +74,52 @@ pub(crate) fn bar(len: u64, prefix: String, show: bool) -> ProgressBar {
 
 /// Input of the evaluation transform for a config.
 pub fn eval_input(cfg: &ValidRunConfig) -> EvalInput {
-    EvalInput { image_size: cfg.data.image_size, mean: cfg.data.mean.map(|v| v as f32), std: cfg.data.std.map(|v| v as f32) }
+    EvalInput {
+        image_size: cfg.data.image_size,
+        mean: cfg.data.mean.map(|v| v as f32),
+        std: cfg.data.std.map(|v| v as f32),
+    }
 }
 
 /// Weighted kNN top-1 (%) of `encoder` with train features as the memory and test as queries.
 pub fn knn_eval(encoder: &Encoder, splits: &Splits, cfg: &ValidRunConfig, device: &Device, show: bool) -> Result<f64> {
     let input = eval_input(cfg);
     let pb = bar((splits.train.len() + splits.test.len()) as u64, "kNN".into(), show);
-    let train = extract(encoder, &splits.train, input, cfg.eval.knn_features, 256, device, |n| pb.inc(n as u64))?;
-    let test = extract(encoder, &splits.test, input, cfg.eval.knn_features, 256, device, |n| pb.inc(n as u64))?;
+    let train = extract(encoder, &splits.train, input, cfg.eval.knn_features, 256, device, |n| {
+        pb.inc(n as u64)
+    })?;
+    let test = extract(encoder, &splits.test, input, cfg.eval.knn_features, 256, device, |n| {
+        pb.inc(n as u64)
+    })?;
     pb.finish_and_clear();
     let classes = splits.train.classes.len();
-    Ok(knn_top1(&train, &splits.train.labels, &test, &splits.test.labels, classes, cfg.eval.knn_k, cfg.eval.knn_t)?)
+    Ok(knn_top1(
+        &train,
+        &splits.train.labels,
+        &test,
+        &splits.test.labels,
+        classes,
+        cfg.eval.knn_k,
+        cfg.eval.knn_t,
+    )?)
 }
 
 /// Linear-protocol top-1 (%).
 pub fn linear_eval(encoder: &Encoder, splits: &Splits, cfg: &ValidRunConfig, device: &Device, show: bool) -> Result<f64> {
     let pb = bar(cfg.eval.linear.epochs as u64, "linear".into(), show);
-    let r = linear_protocol(encoder, &splits.train, &splits.test, eval_input(cfg), &cfg.eval.linear, cfg.seed, device, |e, loss| {
-        pb.set_position(e as u64);
-        pb.set_message(format!("loss {loss:.3}"));
-    })?;
+    let r = linear_protocol(
+        encoder,
+        &splits.train,
+        &splits.test,
+        eval_input(cfg),
+        &cfg.eval.linear,
+        cfg.seed,
+        device,
+        |e, loss| {
+            pb.set_position(e as u64);
+            pb.set_message(format!("loss {loss:.3}"));
+        },
+    )?;
     pb.finish_and_clear();
     Ok(r.top1)
 }
@@ -134,14 +161,28 @@ pub fn train(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions) -> Result<
     result.map(|_| summary)
 }
 
-fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: &Device, summary: &mut RunSummary, started: Instant) -> Result<()> {
+fn train_inner(
+    cfg: &ValidRunConfig,
+    dir: &RunDir,
+    opts: &TrainOptions,
+    device: &Device,
+    summary: &mut RunSummary,
+    started: Instant,
+) -> Result<()> {
     let show = opts.progress;
     if !opts.resume {
-        crate::io::atomic::write_atomic(&dir.config(), cfg.to_toml().as_bytes()).with_context(|| format!("writing {}", dir.config().display()))?;
+        crate::io::atomic::write_atomic(&dir.config(), cfg.to_toml().as_bytes())
+            .with_context(|| format!("writing {}", dir.config().display()))?;
     }
     let t0 = Instant::now();
     let splits = data::load(&cfg.data, cfg.seed).with_context(|| "loading the dataset (data.*)".to_string())?;
-    eprintln!("data: {} train / {} test images, {} classes ({:.1}s)", splits.train.len(), splits.test.len(), splits.train.classes.len(), t0.elapsed().as_secs_f64());
+    eprintln!(
+        "data: {} train / {} test images, {} classes ({:.1}s)",
+        splits.train.len(),
+        splits.test.len(),
+        splits.train.classes.len(),
+        t0.elapsed().as_secs_f64()
+    );
     let n = splits.train.len();
     let batch = cfg.train.batch_size;
     let steps_per_epoch = n / batch;
@@ -149,7 +190,10 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
         bail!("train.batch_size ({batch}) exceeds the number of training images ({n})");
     }
     if cfg.dictionary.mode == DictionaryMode::MemoryBank && cfg.dictionary.size > n {
-        bail!("dictionary.size ({}) exceeds the number of training images ({n}) in memory_bank mode", cfg.dictionary.size);
+        bail!(
+            "dictionary.size ({}) exceeds the number of training images ({n}) in memory_bank mode",
+            cfg.dictionary.size
+        );
     }
     let mut learner = Learner::new(cfg, n, device)?;
     summary.negatives = learner.negatives();
@@ -161,7 +205,11 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
     if opts.resume && ck_path.exists() {
         let ck = Checkpoint::load(&ck_path)?;
         learner_from_checkpoint(&mut learner, &ck, &ck_path)?;
-        step = ck.metadata.get("step").and_then(|v| v.parse().ok()).context("checkpoint has no step in its metadata")?;
+        step = ck
+            .metadata
+            .get("step")
+            .and_then(|v| v.parse().ok())
+            .context("checkpoint has no step in its metadata")?;
         // Position from the step count: a run stopped mid-epoch by train.max_steps continues
         // inside that epoch (its partial metrics row is dropped and redone for the rest).
         start_epoch = step / steps_per_epoch;
@@ -208,13 +256,38 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
         let order = epoch_order(n, cfg.seed, epoch as u64, cfg.data.shuffle);
         let first = if epoch == start_epoch { first_batch } else { 0 };
         let n_batches = steps_per_epoch.min(first + (max_steps - step));
-        let mut loader = EpochLoader::spawn(train_set.clone(), order, batch, first, n_batches, epoch as u64, spec.clone(), cfg.data.prefetch, pool.clone());
-        let pb = bar((n_batches - first) as u64, format!("epoch {}/{}", epoch + 1, cfg.train.epochs), show);
+        let mut loader = EpochLoader::spawn(
+            train_set.clone(),
+            order,
+            batch,
+            first,
+            n_batches,
+            epoch as u64,
+            spec.clone(),
+            cfg.data.prefetch,
+            pool.clone(),
+        );
+        let pb = bar(
+            (n_batches - first) as u64,
+            format!("epoch {}/{}", epoch + 1, cfg.train.epochs),
+            show,
+        );
         let t_epoch = Instant::now();
         let (mut loss_sum, mut acc_sum, mut count, mut lr) = (0.0f64, 0.0f64, 0usize, lr0);
         while let Some(b) = loader.next_batch() {
-            lr = lr_at(cfg.train.schedule, lr0, step as f64 / steps_per_epoch as f64, cfg.train.epochs, &cfg.train.milestones, cfg.train.warmup_epochs);
-            let views = b.views.into_iter().map(|v| batch_tensor(v, b.len, size, device)).collect::<Result<Vec<_>>>()?;
+            lr = lr_at(
+                cfg.train.schedule,
+                lr0,
+                step as f64 / steps_per_epoch as f64,
+                cfg.train.epochs,
+                &cfg.train.milestones,
+                cfg.train.warmup_epochs,
+            );
+            let views = b
+                .views
+                .into_iter()
+                .map(|v| batch_tensor(v, b.len, size, device))
+                .collect::<Result<Vec<_>>>()?;
             let choices = learner.draw_choices(b.len, &mut stream(cfg.seed, Purpose::Step, step as u64, 0));
             let stats = learner.step(&views, &b.indices, lr, &choices)?;
             step += 1;
@@ -222,7 +295,16 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
                 let msg = format!("loss became {} at step {step} (epoch {}); run stopped", stats.loss, epoch + 1);
                 pb.abandon_with_message(msg.clone());
                 wall += t_epoch.elapsed().as_secs_f64();
-                rows.push(EpochMetrics { epoch: epoch + 1, step, lr, loss: stats.loss as f64, contrast_acc1: f64::NAN, knn_top1: None, images_per_s: 0.0, wall_s: wall });
+                rows.push(EpochMetrics {
+                    epoch: epoch + 1,
+                    step,
+                    lr,
+                    loss: stats.loss as f64,
+                    contrast_acc1: f64::NAN,
+                    knn_top1: None,
+                    images_per_s: 0.0,
+                    wall_s: wall,
+                });
                 write_metrics(&dir.metrics(), &rows).map_err(anyhow::Error::msg)?;
                 summary.status = RunStatus::Diverged;
                 summary.message = Some(msg.clone());
@@ -237,7 +319,12 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
             count += 1;
             pb.inc(1);
             let el = t_epoch.elapsed().as_secs_f64();
-            pb.set_message(format!("loss {:.4} acc {:.1}% {:.1} img/s", loss_sum / count as f64, 100.0 * acc_sum / count as f64, (count * batch) as f64 / el));
+            pb.set_message(format!(
+                "loss {:.4} acc {:.1}% {:.1} img/s",
+                loss_sum / count as f64,
+                100.0 * acc_sum / count as f64,
+                (count * batch) as f64 / el
+            ));
         }
         drop(loader);
         let train_s = t_epoch.elapsed().as_secs_f64();
@@ -245,7 +332,11 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
         wall += train_s;
         let last = epoch + 1 == cfg.train.epochs || step >= max_steps;
         let knn_due = (cfg.eval.knn_every > 0 && (epoch + 1) % cfg.eval.knn_every == 0) || last;
-        let knn = if knn_due { Some(knn_eval(&learner.encoder_q, &splits, cfg, device, show)?) } else { None };
+        let knn = if knn_due {
+            Some(knn_eval(&learner.encoder_q, &splits, cfg, device, show)?)
+        } else {
+            None
+        };
         let row = EpochMetrics {
             epoch: epoch + 1,
             step,
@@ -294,7 +385,11 @@ fn train_inner(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions, device: 
     let ips: Vec<f64> = rows.iter().map(|r| r.images_per_s).filter(|v| *v > 0.0).collect();
     summary.images_per_s = ips.iter().sum::<f64>() / ips.len().max(1) as f64;
     summary.status = RunStatus::Ok;
-    eprintln!("done in {:.1}s: kNN top-1 {:.2}%", started.elapsed().as_secs_f64(), summary.knn_top1.unwrap_or(f64::NAN));
+    eprintln!(
+        "done in {:.1}s: kNN top-1 {:.2}%",
+        started.elapsed().as_secs_f64(),
+        summary.knn_top1.unwrap_or(f64::NAN)
+    );
     Ok(())
 }
 

@@ -48,7 +48,12 @@ mod tests {
         assert_eq!(lr_at(ScheduleKind::Constant, 0.1, 0.0, 10, &[], 2.0), 0.0);
         assert!((lr_at(ScheduleKind::Constant, 0.1, 1.0, 10, &[], 2.0) - 0.05).abs() < 1e-12);
         assert_eq!(lr_at(ScheduleKind::Constant, 0.1, 2.0, 10, &[], 2.0), 0.1);
-        let cfg = TrainConfig { lr: 0.03, batch_size: 512, lr_reference_batch: Some(256), ..Default::default() };
+        let cfg = TrainConfig {
+            lr: 0.03,
+            batch_size: 512,
+            lr_reference_batch: Some(256),
+            ..Default::default()
+        };
         assert!((base_lr(&cfg) - 0.06).abs() < 1e-12);
     }
 }

@@ -14,7 +14,8 @@ fn wrap(path: &Path) -> impl Fn(candle_core::Error) -> CheckpointError + '_ {
 pub fn store_to_checkpoint(store: &ParamStore, prefix: &str, ck: &mut Checkpoint) -> candle_core::Result<()> {
     for (name, var, _) in store.entries() {
         let as_i64 = name.ends_with("num_batches_tracked");
-        ck.tensors.insert(format!("{prefix}{name}"), HostTensor::from_tensor(var.as_tensor(), as_i64)?);
+        ck.tensors
+            .insert(format!("{prefix}{name}"), HostTensor::from_tensor(var.as_tensor(), as_i64)?);
     }
     Ok(())
 }
@@ -26,7 +27,9 @@ pub fn store_from_checkpoint(store: &ParamStore, prefix: &str, ck: &Checkpoint, 
     ck.check_keys(path, prefix, &names)?;
     for (name, var, kind) in entries {
         let t = ck.get(path, &format!("{prefix}{name}"), Some(var.dims()))?;
-        store.set(&name, &t.to_tensor(store.device()).map_err(wrap(path))?, kind).map_err(wrap(path))?;
+        store
+            .set(&name, &t.to_tensor(store.device()).map_err(wrap(path))?, kind)
+            .map_err(wrap(path))?;
     }
     Ok(())
 }
@@ -39,14 +42,17 @@ pub fn learner_to_checkpoint(l: &Learner) -> candle_core::Result<Checkpoint> {
         store_to_checkpoint(k, "encoder_k.", &mut ck)?;
     }
     if let Some(q) = &l.queue {
-        ck.tensors.insert("queue".into(), HostTensor::from_tensor(&q.keys.t()?.contiguous()?, false)?); // (C, K)
+        ck.tensors
+            .insert("queue".into(), HostTensor::from_tensor(&q.keys.t()?.contiguous()?, false)?); // (C, K)
         ck.tensors.insert("queue_ptr".into(), HostTensor::I64(vec![1], vec![q.ptr as i64]));
     }
     if let Some(b) = &l.bank {
-        ck.tensors.insert("memory_bank".into(), HostTensor::from_tensor(&b.features, false)?);
+        ck.tensors
+            .insert("memory_bank".into(), HostTensor::from_tensor(&b.features, false)?);
     }
     for (name, buf) in &l.optim.buffers {
-        ck.tensors.insert(format!("optimizer.momentum_buffer.{name}"), HostTensor::from_tensor(buf, false)?);
+        ck.tensors
+            .insert(format!("optimizer.momentum_buffer.{name}"), HostTensor::from_tensor(buf, false)?);
     }
     ck.metadata.insert("format".into(), "pt".into());
     ck.metadata.insert("mode".into(), l.cfg.dictionary.mode.as_str().into());
@@ -65,7 +71,11 @@ fn load_queue(l: &mut Learner, ck: &Checkpoint, path: &Path) -> Result<(), Check
             HostTensor::F32(_, v) => v[0] as usize,
         };
         if q.ptr >= k {
-            return Err(CheckpointError::Tensor { path: path.into(), name: "queue_ptr".into(), message: format!("{} >= K = {k}", q.ptr) });
+            return Err(CheckpointError::Tensor {
+                path: path.into(),
+                name: "queue_ptr".into(),
+                message: format!("{} >= K = {k}", q.ptr),
+            });
         }
     }
     Ok(())
@@ -86,7 +96,11 @@ pub fn learner_from_checkpoint(l: &mut Learner, ck: &Checkpoint, path: &Path) ->
     for (name, var) in l.q_store.trainable() {
         if let Some(t) = ck.tensors.get(&format!("optimizer.momentum_buffer.{name}")) {
             if t.shape() != var.dims() {
-                return Err(CheckpointError::Tensor { path: path.into(), name, message: "momentum buffer shape".into() });
+                return Err(CheckpointError::Tensor {
+                    path: path.into(),
+                    name,
+                    message: "momentum buffer shape".into(),
+                });
             }
             l.optim.buffers.insert(name, t.to_tensor(&l.device).map_err(wrap(path))?);
         }
@@ -113,7 +127,10 @@ pub fn learner_init_from(l: &mut Learner, ck: &Checkpoint, path: &Path) -> Resul
             load_queue(l, ck, path)?;
             notes.push("queue loaded from the checkpoint".into());
         } else {
-            notes.push(format!("queue in the checkpoint is {:?}, this run's is [{c}, {k}]: starting from a random queue", t.shape()));
+            notes.push(format!(
+                "queue in the checkpoint is {:?}, this run's is [{c}, {k}]: starting from a random queue",
+                t.shape()
+            ));
         }
     }
     Ok(notes)
@@ -124,7 +141,11 @@ pub fn store_from_prefix(ck: &Checkpoint, prefix: &str, device: &candle_core::De
     let store = ParamStore::new(device);
     for (name, t) in &ck.tensors {
         if let Some(n) = name.strip_prefix(prefix) {
-            let kind = if n.ends_with("running_mean") || n.ends_with("running_var") || n.ends_with("num_batches_tracked") { Kind::Buffer } else { Kind::Trainable };
+            let kind = if n.ends_with("running_mean") || n.ends_with("running_var") || n.ends_with("num_batches_tracked") {
+                Kind::Buffer
+            } else {
+                Kind::Trainable
+            };
             let tensor: Tensor = t.to_tensor(device)?;
             store.set(n, &tensor, kind)?;
         }
