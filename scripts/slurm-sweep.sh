@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Share one sweep across a SLURM array: task i of n runs every n-th point of the sweep, each
+# writing only its own run directories under results/<sweep>/; a final `--collect` merges them
+# into runs.csv, plots and README. Submit from the repository root on a shared filesystem:
+#
+#   sbatch --array=0-3 scripts/slurm-sweep.sh experiments/momentum.toml
+#   # when all tasks are done:
+#   cargo run --release -- sweep experiments/momentum.toml --collect
+#
+#SBATCH --job-name=moco-sweep
+#SBATCH --gres=gpu:1
+#SBATCH --cpus-per-task=8
+#SBATCH --time=48:00:00
+#SBATCH --output=slurm-%A_%a.out
+set -euo pipefail
+SWEEP=${1:?usage: sbatch --array=0-(N-1) scripts/slurm-sweep.sh SWEEP.toml}
+N=${SLURM_ARRAY_TASK_COUNT:?run as an array job}
+I=${SLURM_ARRAY_TASK_ID:?run as an array job}
+# A task that is requeued after a kill resumes its unfinished run from the checkpoint and
+# skips the runs it already finished.
+exec ./target/release/moco sweep "$SWEEP" --shard "$I/$N" --no-progress
