@@ -1,13 +1,14 @@
-//! 2-D convolution on CPU as im2col + GEMM.
+//! 2-D convolution on CPU as per-image im2col + GEMM, one autograd node.
 //!
-//! `cols = im2col(x)`: `(N, C, H, W)` → `(C·k·k, N·Ho·Wo)` (one row per kernel tap, in the
-//! weight's (c, ky, kx) order, so every copy is a contiguous run of an image row), then
-//! `y = W · cols` `(Cout, N·Ho·Wo)` → `(N, Cout, Ho, Wo)`.
-//! The backward of im2col is col2im (scatter-add), whose backward is im2col again, so candle's
-//! autograd turns both conv gradients into GEMMs.
+//! For each image, `cols = im2col(x_i)` `(C·k·k, Ho·Wo)` (one row per kernel tap, in the
+//! weight's (c, ky, kx) order, so every copy is a contiguous run of an image row) goes into a
+//! buffer that stays in cache, and `y_i = W · cols` lands directly in NCHW. The backward
+//! recomputes `cols` per image: `gW += gy_i · colsᵀ`, `gx_i = col2im(Wᵀ · gy_i)`. Nothing of
+//! the size of the whole batch's column matrix is ever allocated, and autograd sees one node
+//! (a batch-wide im2col node made candle allocate, zero and add a 9×-activation gradient).
 
 use super::f32_slice;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Geometry of a convolution.
@@ -54,114 +55,196 @@ fn valid_range(size: usize, out: usize, kk: usize, g: &ConvGeom) -> (usize, usiz
     (lo.min(hi), hi)
 }
 
-/// `(N, C, H, W)` → `(C·k·k, N·Ho·Wo)`: row `(c, ky, kx)` holds, for every output pixel, the
-/// input pixel that kernel tap multiplies (0 in the padding).
-fn im2col_cpu(x: &[f32], g: ConvGeom) -> Vec<f32> {
-    let (ho, wo, rl) = (g.ho(), g.wo(), g.row_len());
-    let plane = ho * wo;
-    let mut out = vec![0f32; rl * g.n * plane];
-    out.par_chunks_mut(g.n * plane).enumerate().for_each(|(j, row)| {
-        let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
-        let (oy0, oy1) = valid_range(g.h, ho, ky, &g);
-        let (ox0, ox1) = valid_range(g.w, wo, kx, &g);
-        for n in 0..g.n {
-            let xc = &x[(n * g.c + c) * g.h * g.w..(n * g.c + c + 1) * g.h * g.w];
-            let dst = &mut row[n * plane..(n + 1) * plane];
-            for oy in oy0..oy1 {
-                let iy = oy * g.stride + ky - g.pad;
-                let src = &xc[iy * g.w..(iy + 1) * g.w];
-                let d = &mut dst[oy * wo..(oy + 1) * wo];
-                if g.stride == 1 {
-                    let ix0 = ox0 + kx - g.pad;
-                    d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
-                } else {
-                    for ox in ox0..ox1 {
-                        d[ox] = src[ox * g.stride + kx - g.pad];
-                    }
-                }
-            }
-        }
-    });
-    out
-}
-
-/// Adjoint of [`im2col_cpu`]: `(C·k·k, N·Ho·Wo)` → `(N, C, H, W)`, summing overlapping taps.
-fn col2im_cpu(cols: &[f32], g: ConvGeom) -> Vec<f32> {
+/// One image's im2col into `cols` `(C·k·k, Ho·Wo)`. Only in-range taps are written, so the
+/// padding entries keep whatever `cols` held: callers zero the buffer once and reuse it for
+/// images of the same geometry.
+fn im2col_one(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     let (ho, wo) = (g.ho(), g.wo());
     let plane = ho * wo;
     let hw = g.h * g.w;
-    // Parallel over channels: channel c's planes of every image are written by one task.
-    let per_c: Vec<Vec<f32>> = (0..g.c)
-        .into_par_iter()
-        .map(|c| {
-            let mut acc = vec![0f32; g.n * hw];
-            for ky in 0..g.k {
-                let (oy0, oy1) = valid_range(g.h, ho, ky, &g);
-                for kx in 0..g.k {
-                    let (ox0, ox1) = valid_range(g.w, wo, kx, &g);
-                    let j = (c * g.k + ky) * g.k + kx;
-                    let row = &cols[j * g.n * plane..(j + 1) * g.n * plane];
-                    for n in 0..g.n {
-                        let src = &row[n * plane..(n + 1) * plane];
-                        let xc = &mut acc[n * hw..(n + 1) * hw];
-                        for oy in oy0..oy1 {
-                            let iy = oy * g.stride + ky - g.pad;
-                            let s = &src[oy * wo..(oy + 1) * wo];
-                            let d = &mut xc[iy * g.w..(iy + 1) * g.w];
-                            if g.stride == 1 {
-                                let ix0 = ox0 + kx - g.pad;
-                                for (dv, sv) in d[ix0..ix0 + (ox1 - ox0)].iter_mut().zip(&s[ox0..ox1]) {
-                                    *dv += sv;
-                                }
-                            } else {
-                                for ox in ox0..ox1 {
-                                    d[ox * g.stride + kx - g.pad] += s[ox];
-                                }
-                            }
-                        }
-                    }
+    for (j, dst) in cols.chunks_exact_mut(plane).enumerate() {
+        let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
+        let (oy0, oy1) = valid_range(g.h, ho, ky, g);
+        let (ox0, ox1) = valid_range(g.w, wo, kx, g);
+        let xc = &x[c * hw..(c + 1) * hw];
+        for oy in oy0..oy1 {
+            let iy = oy * g.stride + ky - g.pad;
+            let src = &xc[iy * g.w..(iy + 1) * g.w];
+            let d = &mut dst[oy * wo..(oy + 1) * wo];
+            if g.stride == 1 {
+                let ix0 = ox0 + kx - g.pad;
+                d[ox0..ox1].copy_from_slice(&src[ix0..ix0 + (ox1 - ox0)]);
+            } else {
+                for ox in ox0..ox1 {
+                    d[ox] = src[ox * g.stride + kx - g.pad];
                 }
             }
-            acc
-        })
-        .collect();
-    let mut out = vec![0f32; g.n * g.c * hw];
-    for (c, acc) in per_c.iter().enumerate() {
-        for n in 0..g.n {
-            out[(n * g.c + c) * hw..(n * g.c + c + 1) * hw].copy_from_slice(&acc[n * hw..(n + 1) * hw]);
         }
     }
-    out
 }
 
-struct Im2Col(ConvGeom);
-struct Col2Im(ConvGeom);
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = im2col_cpu(f32_slice(s, l)?, g);
-        Ok((CpuStorage::F32(out), Shape::from((g.row_len(), g.n * g.ho() * g.wo()))))
-    }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Col2Im(self.0))?))
+/// Adjoint of [`im2col_one`]: adds `cols` `(C·k·k, Ho·Wo)` into one image `gx` `(C, H, W)`.
+fn col2im_one(cols: &[f32], g: &ConvGeom, gx: &mut [f32]) {
+    let (ho, wo) = (g.ho(), g.wo());
+    let plane = ho * wo;
+    let hw = g.h * g.w;
+    for (j, src) in cols.chunks_exact(plane).enumerate() {
+        let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
+        let (oy0, oy1) = valid_range(g.h, ho, ky, g);
+        let (ox0, ox1) = valid_range(g.w, wo, kx, g);
+        let xc = &mut gx[c * hw..(c + 1) * hw];
+        for oy in oy0..oy1 {
+            let iy = oy * g.stride + ky - g.pad;
+            let s = &src[oy * wo..(oy + 1) * wo];
+            let d = &mut xc[iy * g.w..(iy + 1) * g.w];
+            if g.stride == 1 {
+                let ix0 = ox0 + kx - g.pad;
+                for (dv, sv) in d[ix0..ix0 + (ox1 - ox0)].iter_mut().zip(&s[ox0..ox1]) {
+                    *dv += sv;
+                }
+            } else {
+                for ox in ox0..ox1 {
+                    d[ox * g.stride + kx - g.pad] += s[ox];
+                }
+            }
+        }
     }
 }
 
-impl CustomOp1 for Col2Im {
+/// A 1×1, stride-1, unpadded convolution reads the image itself as its column matrix.
+fn is_pointwise(g: &ConvGeom) -> bool {
+    g.k == 1 && g.stride == 1 && g.pad == 0
+}
+
+/// Row-major `dst (m, n) = [dst +] lhs · rhs`, single-threaded (callers parallelise over
+/// images). Strides are `(row, col)` pairs so that transposed operands need no copy.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_rc: (usize, usize), rhs: &[f32], rhs_rc: (usize, usize)) {
+    debug_assert!(dst.len() >= m * n);
+    debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
+    debug_assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
+    // SAFETY: the bounds above hold for every index gemm touches; dst does not alias lhs/rhs.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_rc.1 as isize,
+            lhs_rc.0 as isize,
+            rhs.as_ptr(),
+            rhs_rc.1 as isize,
+            rhs_rc.0 as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// Forward: per image, `y_i (Cout, Ho·Wo) = W (Cout, C·k·k) · im2col(x_i)`, written straight
+/// into NCHW. The column buffer is per task and stays in cache.
+fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    let plane = g.ho() * g.wo();
+    let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
+    let mut y = vec![0f32; g.n * cout * plane];
+    y.par_chunks_mut(cout * plane).enumerate().for_each_init(
+        || if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] },
+        |cols, (i, yi)| {
+            let xi = &x[i * chw..(i + 1) * chw];
+            let c: &[f32] = if is_pointwise(&g) {
+                xi
+            } else {
+                im2col_one(xi, &g, cols);
+                cols
+            };
+            sgemm(cout, plane, rl, yi, false, w, (rl, 1), c, (plane, 1));
+        },
+    );
+    y
+}
+
+/// Backward: per image, `gW += gy_i · im2col(x_i)ᵀ` (per-task accumulators, summed at the
+/// end) and `gx_i = col2im(Wᵀ · gy_i)`. The column matrices are never materialised for the
+/// whole batch and never enter autograd.
+fn conv_bwd_cpu(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> (Vec<f32>, Vec<f32>) {
+    let plane = g.ho() * g.wo();
+    let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
+    let mut gx = vec![0f32; g.n * chw];
+    let gw = gx
+        .par_chunks_mut(chw)
+        .enumerate()
+        .fold(
+            || {
+                let cols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
+                (vec![0f32; cout * rl], cols, vec![0f32; rl * plane])
+            },
+            |(mut gw, mut cols, mut gcols), (i, gxi)| {
+                let xi = &x[i * chw..(i + 1) * chw];
+                let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
+                let c: &[f32] = if is_pointwise(&g) {
+                    xi
+                } else {
+                    im2col_one(xi, &g, &mut cols);
+                    &cols
+                };
+                // gW (Cout, rl) += gy_i (Cout, plane) · colsᵀ (plane, rl)
+                sgemm(cout, rl, plane, &mut gw, true, gyi, (plane, 1), c, (1, plane));
+                if is_pointwise(&g) {
+                    // gx_i (C, plane) = Wᵀ (C, Cout) · gy_i
+                    sgemm(rl, plane, cout, gxi, false, w, (1, rl), gyi, (plane, 1));
+                } else {
+                    sgemm(rl, plane, cout, &mut gcols, false, w, (1, rl), gyi, (plane, 1));
+                    col2im_one(&gcols, &g, gxi);
+                }
+                (gw, cols, gcols)
+            },
+        )
+        .map(|(gw, _, _)| gw)
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+            a
+        })
+        .unwrap_or_else(|| vec![0f32; cout * rl]);
+    (gx, gw)
+}
+
+/// The whole convolution as one autograd node (x, weight) → y.
+struct Conv2dOp {
+    g: ConvGeom,
+    cout: usize,
+}
+
+impl candle_core::CustomOp2 for Conv2dOp {
     fn name(&self) -> &'static str {
-        "col2im"
+        "conv2d_im2col"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let out = col2im_cpu(f32_slice(s, l)?, g);
-        Ok((CpuStorage::F32(out), Shape::from((g.n, g.c, g.h, g.w))))
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, ws: &CpuStorage, wl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.g;
+        let y = conv_fwd_cpu(f32_slice(xs, xl)?, f32_slice(ws, wl)?, g, self.cout);
+        Ok((CpuStorage::F32(y), Shape::from((g.n, self.cout, g.ho(), g.wo()))))
     }
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1(Im2Col(self.0))?))
+    fn bwd(&self, x: &Tensor, wt: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (gx, gw) = {
+            let (xs, xl) = x.storage_and_layout();
+            let (ws, wl) = wt.storage_and_layout();
+            let (gs, gl) = grad.storage_and_layout();
+            let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(gs)) = (&*xs, &*ws, &*gs) else {
+                candle_core::bail!("conv2d_im2col: CPU only")
+            };
+            conv_bwd_cpu(f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?, self.g, self.cout)
+        };
+        let gx = Tensor::from_vec(gx, x.shape(), x.device())?;
+        let gw = Tensor::from_vec(gw, wt.shape(), wt.device())?;
+        Ok((Some(gx), Some(gw)))
     }
 }
 
@@ -181,12 +264,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<
         stride,
         pad,
     };
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?; // (C·k·k, N·Ho·Wo)
-    let y = weight.reshape((cout, c * k * k))?.matmul(&cols)?; // (Cout, N·Ho·Wo)
-    y.reshape((cout, n, g.ho() * g.wo()))?
-        .transpose(0, 1)?
-        .contiguous()?
-        .reshape((n, cout, g.ho(), g.wo()))
+    x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dOp { g, cout })
 }
 
 #[cfg(test)]
@@ -224,6 +302,8 @@ mod tests {
             (2, 3, 5, 5, 2, 1, 1, 0),
             (2, 3, 1, 1, 4, 3, 2, 1),
             (1, 2, 2, 3, 3, 3, 2, 1),
+            (9, 4, 8, 8, 6, 3, 1, 1),
+            (5, 6, 6, 6, 4, 1, 2, 0),
         ] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
@@ -276,7 +356,7 @@ mod tests {
     #[test]
     fn col2im_is_adjoint_of_im2col() {
         let g = ConvGeom {
-            n: 2,
+            n: 1,
             c: 3,
             h: 6,
             w: 5,
@@ -289,8 +369,12 @@ mod tests {
         let y: Vec<f32> = (0..g.n * g.ho() * g.wo() * g.row_len())
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
-        let lhs: f64 = im2col_cpu(&x, g).iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
-        let rhs: f64 = x.iter().zip(&col2im_cpu(&y, g)).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let mut cols = vec![0f32; y.len()];
+        im2col_one(&x, &g, &mut cols);
+        let mut back = vec![0f32; x.len()];
+        col2im_one(&y, &g, &mut back);
+        let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
+        let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");
     }
 }

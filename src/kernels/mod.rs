@@ -2,8 +2,9 @@
 //! ops with their own backward (so autograd is unchanged). On other devices the callers use
 //! candle's own ops.
 //!
-//! - [`conv`]: convolution as im2col + one GEMM (candle's matmul); the backward of im2col is
-//!   col2im, so both conv gradients become GEMMs (candle's CPU conv grad-input is a direct loop).
+//! - [`conv`]: convolution as per-image im2col + GEMM (the `gemm` crate candle itself uses), one
+//!   autograd node whose backward computes both gradients per image (candle's CPU conv
+//!   grad-input is a direct loop).
 //! - [`batch_norm`]: train-mode BatchNorm with per-group statistics, forward and backward each
 //!   in one fused pass over the data.
 
