@@ -119,7 +119,17 @@ fn is_pointwise(g: &ConvGeom) -> bool {
 /// Row-major `dst (m, n) = [dst +] lhs · rhs`, single-threaded (callers parallelise over
 /// images). Strides are `(row, col)` pairs so that transposed operands need no copy.
 #[allow(clippy::too_many_arguments)]
-fn sgemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: &[f32], lhs_rc: (usize, usize), rhs: &[f32], rhs_rc: (usize, usize)) {
+fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rc: (usize, usize),
+    rhs: &[f32],
+    rhs_rc: (usize, usize),
+) {
     debug_assert!(dst.len() >= m * n);
     debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
     debug_assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
@@ -171,22 +181,28 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     y
 }
 
-/// Backward: per image, `gW += gy_i · im2col(x_i)ᵀ` (per-task accumulators, summed at the
-/// end) and `gx_i = col2im(Wᵀ · gy_i)`. The column matrices are never materialised for the
-/// whole batch and never enter autograd.
+/// Images per backward task: the batch is cut into at most this many fixed chunks, whatever the
+/// number of threads, and their weight gradients are summed in chunk order, so a run gives the
+/// same bits on any machine.
+const BWD_CHUNKS: usize = 8;
+
+/// Backward: per image, `gW += gy_i · im2col(x_i)ᵀ` (one accumulator per chunk of images,
+/// summed in order at the end) and `gx_i = col2im(Wᵀ · gy_i)`. The column matrices are never
+/// materialised for the whole batch and never enter autograd.
 fn conv_bwd_cpu(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> (Vec<f32>, Vec<f32>) {
     let plane = g.ho() * g.wo();
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
+    let per_chunk = g.n.div_ceil(BWD_CHUNKS).max(1);
     let mut gx = vec![0f32; g.n * chw];
-    let gw = gx
-        .par_chunks_mut(chw)
+    let partial: Vec<Vec<f32>> = gx
+        .par_chunks_mut(chw * per_chunk)
         .enumerate()
-        .fold(
-            || {
-                let cols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
-                (vec![0f32; cout * rl], cols, vec![0f32; rl * plane])
-            },
-            |(mut gw, mut cols, mut gcols), (i, gxi)| {
+        .map(|(ci, gx_chunk)| {
+            let mut gw = vec![0f32; cout * rl];
+            let mut cols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
+            let mut gcols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
+            for (j, gxi) in gx_chunk.chunks_exact_mut(chw).enumerate() {
+                let i = ci * per_chunk + j;
                 let xi = &x[i * chw..(i + 1) * chw];
                 let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
                 let c: &[f32] = if is_pointwise(&g) {
@@ -204,15 +220,15 @@ fn conv_bwd_cpu(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> (
                     sgemm(rl, plane, cout, &mut gcols, false, w, (1, rl), gyi, (plane, 1));
                     col2im_one(&gcols, &g, gxi);
                 }
-                (gw, cols, gcols)
-            },
-        )
-        .map(|(gw, _, _)| gw)
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-            a
+            }
+            gw
         })
-        .unwrap_or_else(|| vec![0f32; cout * rl]);
+        .collect();
+    let mut chunks = partial.into_iter();
+    let mut gw = chunks.next().unwrap_or_else(|| vec![0f32; cout * rl]);
+    for p in chunks {
+        gw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    }
     (gx, gw)
 }
 
@@ -349,6 +365,35 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The gradients do not depend on the number of threads (fixed chunks, summed in order).
+    #[test]
+    fn backward_bits_do_not_depend_on_threads() {
+        let g = ConvGeom {
+            n: 13,
+            c: 5,
+            h: 9,
+            w: 7,
+            k: 3,
+            stride: 1,
+            pad: 1,
+        };
+        let cout = 6;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let mut vals = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+        let x = vals(g.n * g.c * g.h * g.w);
+        let w = vals(cout * g.row_len());
+        let gy = vals(g.n * cout * g.ho() * g.wo());
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| conv_bwd_cpu(&x, &w, &gy, g, cout))
+        };
+        let (gx1, gw1) = run(1);
+        for threads in [2, 3, 5] {
+            let (gx, gw) = run(threads);
+            assert!(gx1 == gx && gw1 == gw, "{threads} threads changed the gradient bits");
         }
     }
 
