@@ -116,6 +116,26 @@ fn is_pointwise(g: &ConvGeom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
+/// A zeroed `(C·k·k, Ho·Wo)` buffer for [`columns`] (empty when the image is its own columns).
+fn column_buffer(g: &ConvGeom) -> Vec<f32> {
+    if is_pointwise(g) {
+        Vec::new()
+    } else {
+        vec![0f32; g.row_len() * g.ho() * g.wo()]
+    }
+}
+
+/// Image `xi`'s column matrix: `xi` itself for a pointwise convolution, else im2col into `buf`
+/// (from [`column_buffer`], reused across images of the same geometry).
+fn columns<'a>(xi: &'a [f32], g: &ConvGeom, buf: &'a mut [f32]) -> &'a [f32] {
+    if is_pointwise(g) {
+        xi
+    } else {
+        im2col_one(xi, g, buf);
+        buf
+    }
+}
+
 /// Row-major `dst (m, n) = [dst +] lhs · rhs`, single-threaded (callers parallelise over
 /// images). Strides are `(row, col)` pairs so that transposed operands need no copy.
 #[allow(clippy::too_many_arguments)]
@@ -166,15 +186,9 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
     let mut y = vec![0f32; g.n * cout * plane];
     y.par_chunks_mut(cout * plane).enumerate().for_each_init(
-        || if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] },
-        |cols, (i, yi)| {
-            let xi = &x[i * chw..(i + 1) * chw];
-            let c: &[f32] = if is_pointwise(&g) {
-                xi
-            } else {
-                im2col_one(xi, &g, cols);
-                cols
-            };
+        || column_buffer(&g),
+        |buf, (i, yi)| {
+            let c = columns(&x[i * chw..(i + 1) * chw], &g, buf);
             sgemm(cout, plane, rl, yi, false, w, (rl, 1), c, (plane, 1));
         },
     );
@@ -199,18 +213,12 @@ fn conv_bwd_cpu(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> (
         .enumerate()
         .map(|(ci, gx_chunk)| {
             let mut gw = vec![0f32; cout * rl];
-            let mut cols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
-            let mut gcols = if is_pointwise(&g) { Vec::new() } else { vec![0f32; rl * plane] };
+            let mut buf = column_buffer(&g);
+            let mut gcols = column_buffer(&g);
             for (j, gxi) in gx_chunk.chunks_exact_mut(chw).enumerate() {
                 let i = ci * per_chunk + j;
-                let xi = &x[i * chw..(i + 1) * chw];
                 let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
-                let c: &[f32] = if is_pointwise(&g) {
-                    xi
-                } else {
-                    im2col_one(xi, &g, &mut cols);
-                    &cols
-                };
+                let c = columns(&x[i * chw..(i + 1) * chw], &g, &mut buf);
                 // gW (Cout, rl) += gy_i (Cout, plane) · colsᵀ (plane, rl)
                 sgemm(cout, rl, plane, &mut gw, true, gyi, (plane, 1), c, (1, plane));
                 if is_pointwise(&g) {
