@@ -35,3 +35,12 @@ sweep name:
 # Redraw results/NAME's figures from its CSV files.
 plot name:
     cargo run --release -- plot results/{{name}}
+
+# Ours against PyTorch on this CPU, in one run: step img/s, peak RSS, per-op breakdown, K cost,
+# augmentation (bench/README.md). `just bench step 256` runs one part.
+bench *args:
+    bench/run.sh {{args}}
+
+# The venv the PyTorch side of the benchmarks needs (torch + torchvision from PyPI, ~3 GB).
+bench-venv:
+    python3 -m venv bench/.venv && bench/.venv/bin/pip install -r bench/requirements.txt

@@ -104,6 +104,13 @@ pub enum Command {
         /// results/<sweep> folder (holding runs.csv).
         dir: PathBuf,
     },
+    /// Benchmarks: the training step (speed, peak memory, per-op breakdown), the augmentation
+    /// pipeline, and the ratio to PyTorch's numbers (bench/README.md).
+    Bench {
+        /// What to measure.
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Print the fully resolved, validated config.
     Config {
         /// Run config (TOML).
@@ -111,6 +118,66 @@ pub enum Command {
         /// Overrides.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+}
+
+/// `moco bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time the training step of a config on random input (median after warm-up): img/s,
+    /// peak RSS, and with --ops the per-op breakdown.
+    Step {
+        /// Run config (e.g. bench/step.toml); batch, K, mode, width come from it.
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable), e.g. --set train.batch_size=256.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Also time each op class of the step.
+        #[arg(long)]
+        ops: bool,
+        /// Repetitions per op (median).
+        #[arg(long, default_value_t = 3)]
+        op_reps: usize,
+        /// Also write the report (JSON) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Augmentation throughput on one core: decode N images, then two views of each.
+    Augment {
+        /// Run config (its augment.* and data.image_size are used).
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// ImageFolder root (train/<class>/*.jpg).
+        #[arg(long, default_value = "../shared/data/cifar10-jpeg")]
+        data: PathBuf,
+        /// Images (the first N in sorted order).
+        #[arg(long, default_value_t = 2000)]
+        images: usize,
+        /// Timed passes over the images (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write the report (JSON) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Print ours / theirs from two step reports (JSON from `bench step` and bench/torch_step.py),
+    /// or two augment reports with --augment.
+    Compare {
+        /// Our report.
+        ours: PathBuf,
+        /// The reference's report.
+        theirs: PathBuf,
+        /// The files are augmentation reports.
+        #[arg(long)]
+        augment: bool,
     },
 }
 
@@ -317,11 +384,81 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Bench { what } => bench(what),
         Command::Config { config, set } => {
             print!("{}", load_config(config.as_deref(), &set)?.to_toml());
             Ok(0)
         }
     }
+}
+
+fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
+    if let Some(p) = path {
+        crate::io::atomic::write_atomic(p, format!("{text}\n").as_bytes())?;
+    }
+    Ok(())
+}
+
+fn bench(what: BenchCommand) -> Result<i32> {
+    use crate::bench::*;
+    match what {
+        BenchCommand::Step {
+            config,
+            set,
+            warmup,
+            steps,
+            ops,
+            op_reps,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref(), &set)?;
+            let device = make_device(&cfg.device)?;
+            eprintln!(
+                "bench step: {:?} width {} batch {} K {} ({:?}), {warmup} warm-up + {steps} timed steps{}",
+                cfg.model.arch,
+                cfg.model.width,
+                cfg.train.batch_size,
+                cfg.dictionary.size,
+                cfg.dictionary.mode,
+                if ops { ", then the per-op breakdown" } else { "" }
+            );
+            let r = bench_step(&cfg, &device, warmup, steps, if ops { op_reps } else { 0 })?;
+            write_json(json.as_deref(), &r)?;
+        }
+        BenchCommand::Augment {
+            config,
+            set,
+            data,
+            images,
+            reps,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref(), &set)?;
+            let files = bench_images(&data, images)?;
+            eprintln!(
+                "bench augment: {} images from {}, {reps} passes, one thread",
+                files.len(),
+                data.display()
+            );
+            let r = bench_augment(&cfg, &files, reps)?;
+            write_json(json.as_deref(), &r)?;
+        }
+        BenchCommand::Compare { ours, theirs, augment } => {
+            if augment {
+                let (a, b): (AugmentReport, AugmentReport) = (read_report(&ours)?, read_report(&theirs)?);
+                println!(
+                    "augment, one core, {} images at {}px, two views each:\n  {:<14} {:>10.0} img/s\n  {:<14} {:>10.0} img/s\n  ratio {:.2}x (ours / theirs)",
+                    a.images, a.size, a.implementation, a.augment_img_per_s, b.implementation, b.augment_img_per_s,
+                    a.augment_img_per_s / b.augment_img_per_s
+                );
+            } else {
+                print!("{}", compare_steps(&read_report(&ours)?, &read_report(&theirs)?));
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// `--set` entries that point a config at a dataset given on the command line.

@@ -12,12 +12,14 @@
 //! - [`io`]: atomic files, safetensors checkpoints, run directories.
 //! - [`sweep`]: TOML grids expanded, validated and run; `runs.csv`.
 //! - [`plot`]: the paper's figures from CSV files.
+//! - [`bench`]: the step, op and augmentation benchmarks (`moco bench`).
 //! - [`cli`]: the `moco` command.
 //!
 //! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
 
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;

@@ -201,43 +201,84 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 const BWD_CHUNKS: usize = 8;
 
 /// Backward: per image, `gW += gy_i · im2col(x_i)ᵀ` (one accumulator per chunk of images,
-/// summed in order at the end) and `gx_i = col2im(Wᵀ · gy_i)`. The column matrices are never
-/// materialised for the whole batch and never enter autograd.
-fn conv_bwd_cpu(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> (Vec<f32>, Vec<f32>) {
+/// summed in order at the end) and `gx_i = col2im(Wᵀ · gy_i)`; either gradient is skipped when
+/// not wanted (the stem's input is the image). The column matrices are never materialised for
+/// the whole batch and never enter autograd.
+fn conv_bwd_cpu(
+    x: &[f32],
+    w: &[f32],
+    gy: &[f32],
+    g: ConvGeom,
+    cout: usize,
+    want_gx: bool,
+    want_gw: bool,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let plane = g.ho() * g.wo();
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
     let per_chunk = g.n.div_ceil(BWD_CHUNKS).max(1);
-    let mut gx = vec![0f32; g.n * chw];
-    let partial: Vec<Vec<f32>> = gx
-        .par_chunks_mut(chw * per_chunk)
-        .enumerate()
+    // Without gx the chunks still walk images; they then write into a one-image scratch.
+    let mut gx = vec![0f32; if want_gx { g.n * chw } else { 0 }];
+    let chunks: Vec<(usize, &mut [f32])> = if want_gx {
+        gx.chunks_mut(chw * per_chunk).enumerate().collect()
+    } else {
+        (0..g.n.div_ceil(per_chunk)).map(|ci| (ci, &mut [][..])).collect()
+    };
+    let partial: Vec<Vec<f32>> = chunks
+        .into_par_iter()
         .map(|(ci, gx_chunk)| {
-            let mut gw = vec![0f32; cout * rl];
+            let mut gw = vec![0f32; if want_gw { cout * rl } else { 0 }];
             let mut buf = column_buffer(&g);
             let mut gcols = column_buffer(&g);
-            for (j, gxi) in gx_chunk.chunks_exact_mut(chw).enumerate() {
-                let i = ci * per_chunk + j;
+            let images = (ci * per_chunk)..((ci + 1) * per_chunk).min(g.n);
+            for i in images {
                 let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
-                let c = columns(&x[i * chw..(i + 1) * chw], &g, &mut buf);
-                // gW (Cout, rl) += gy_i (Cout, plane) · colsᵀ (plane, rl)
-                sgemm(cout, rl, plane, &mut gw, true, gyi, (plane, 1), c, (1, plane));
-                if is_pointwise(&g) {
-                    // gx_i (C, plane) = Wᵀ (C, Cout) · gy_i
-                    sgemm(rl, plane, cout, gxi, false, w, (1, rl), gyi, (plane, 1));
-                } else {
-                    sgemm(rl, plane, cout, &mut gcols, false, w, (1, rl), gyi, (plane, 1));
-                    col2im_one(&gcols, &g, gxi);
+                if want_gw {
+                    let c = columns(&x[i * chw..(i + 1) * chw], &g, &mut buf);
+                    // gW (Cout, rl) += gy_i (Cout, plane) · colsᵀ (plane, rl)
+                    sgemm(cout, rl, plane, &mut gw, true, gyi, (plane, 1), c, (1, plane));
+                }
+                if want_gx {
+                    let j = i - ci * per_chunk;
+                    let gxi = &mut gx_chunk[j * chw..(j + 1) * chw];
+                    if is_pointwise(&g) {
+                        // gx_i (C, plane) = Wᵀ (C, Cout) · gy_i
+                        sgemm(rl, plane, cout, gxi, false, w, (1, rl), gyi, (plane, 1));
+                    } else {
+                        sgemm(rl, plane, cout, &mut gcols, false, w, (1, rl), gyi, (plane, 1));
+                        col2im_one(&gcols, &g, gxi);
+                    }
                 }
             }
             gw
         })
         .collect();
-    let mut chunks = partial.into_iter();
-    let mut gw = chunks.next().unwrap_or_else(|| vec![0f32; cout * rl]);
-    for p in chunks {
-        gw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+    let gw = want_gw.then(|| {
+        let mut chunks = partial.into_iter();
+        let mut gw = chunks.next().unwrap_or_else(|| vec![0f32; cout * rl]);
+        for p in chunks {
+            gw.iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        }
+        gw
+    });
+    (want_gx.then_some(gx), gw)
+}
+
+/// The kernel's three passes on raw NCHW slices, for `moco bench step`'s per-op breakdown:
+/// `y = conv(x, w)`, `gx` alone, `gW` alone (the training step runs both gradients in one pass).
+pub mod parts {
+    use super::*;
+    /// Forward.
+    pub fn forward(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+        conv_fwd_cpu(x, w, g, cout)
     }
-    (gx, gw)
+    /// Gradient of the input only.
+    pub fn grad_input(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+        conv_bwd_cpu(x, w, gy, g, cout, true, false).0.unwrap_or_default()
+    }
+    /// Gradient of the weight only.
+    pub fn grad_weight(x: &[f32], w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+        conv_bwd_cpu(x, w, gy, g, cout, false, true).1.unwrap_or_default()
+    }
 }
 
 /// The whole convolution as one autograd node (x, weight) → y.
@@ -264,11 +305,21 @@ impl candle_core::CustomOp2 for Conv2dOp {
             let (Storage::Cpu(xs), Storage::Cpu(ws), Storage::Cpu(gs)) = (&*xs, &*ws, &*gs) else {
                 candle_core::bail!("conv2d_im2col: CPU only")
             };
-            conv_bwd_cpu(f32_slice(xs, xl)?, f32_slice(ws, wl)?, f32_slice(gs, gl)?, self.g, self.cout)
+            // An input outside autograd (the image batch) gets no gradient.
+            let (want_gx, want_gw) = (x.track_op(), wt.track_op());
+            conv_bwd_cpu(
+                f32_slice(xs, xl)?,
+                f32_slice(ws, wl)?,
+                f32_slice(gs, gl)?,
+                self.g,
+                self.cout,
+                want_gx,
+                want_gw,
+            )
         };
-        let gx = Tensor::from_vec(gx, x.shape(), x.device())?;
-        let gw = Tensor::from_vec(gw, wt.shape(), wt.device())?;
-        Ok((Some(gx), Some(gw)))
+        let gx = gx.map(|v| Tensor::from_vec(v, x.shape(), x.device())).transpose()?;
+        let gw = gw.map(|v| Tensor::from_vec(v, wt.shape(), wt.device())).transpose()?;
+        Ok((gx, gw))
     }
 }
 
@@ -396,13 +447,32 @@ mod tests {
         let gy = vals(g.n * cout * g.ho() * g.wo());
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| conv_bwd_cpu(&x, &w, &gy, g, cout))
+            pool.install(|| conv_bwd_cpu(&x, &w, &gy, g, cout, true, true))
         };
         let (gx1, gw1) = run(1);
         for threads in [2, 3, 5] {
             let (gx, gw) = run(threads);
             assert!(gx1 == gx && gw1 == gw, "{threads} threads changed the gradient bits");
         }
+        // Each gradient alone (the bench's parts, and a backward whose input needs none) is
+        // the same bits as both together.
+        assert_eq!(Some(parts::grad_input(&x, &w, &gy, g, cout)), gx1);
+        assert_eq!(Some(parts::grad_weight(&x, &w, &gy, g, cout)), gw1);
+    }
+
+    /// An input outside autograd (the image batch at the stem) gets no gradient; the weight does.
+    #[test]
+    fn no_input_gradient_for_a_constant_input() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let x = rand_tensor(&[2, 3, 6, 6], &mut rng);
+        let w = Var::from_tensor(&rand_tensor(&[4, 3, 3, 3], &mut rng)).unwrap();
+        let y = conv2d(&x, w.as_tensor(), 1, 1).unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        let gw = grads.get(w.as_tensor()).expect("weight gradient");
+        let reference = x.conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap().sqr().unwrap().sum_all().unwrap();
+        let gref = reference.backward().unwrap();
+        assert!(max_rel(gw, gref.get(w.as_tensor()).unwrap()) < 1e-5);
     }
 
     /// col2im is the adjoint of im2col: <im2col(x), y> = <x, col2im(y)>.

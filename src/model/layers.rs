@@ -49,6 +49,12 @@ impl Conv2d {
         Ok(Self { weight, stride, padding })
     }
 
+    /// `(cout, cin, k, stride, padding)`.
+    pub fn geometry(&self) -> (usize, usize, usize, usize, usize) {
+        let d = self.weight.as_tensor().dims();
+        (d[0], d[1], d[2], self.stride, self.padding)
+    }
+
     /// `(N, Cin, H, W)` → `(N, Cout, H', W')`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         if x.device().is_cpu() {

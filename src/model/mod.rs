@@ -7,4 +7,4 @@ pub mod resnet;
 
 pub use layers::BnMode;
 pub use params::{Kind, ParamStore};
-pub use resnet::Encoder;
+pub use resnet::{ConvSpec, Encoder};

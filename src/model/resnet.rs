@@ -170,6 +170,63 @@ impl Encoder {
     pub fn head(&self) -> &Head {
         &self.head
     }
+
+    /// Every convolution (each followed by a BN) in forward order, with its input side for a
+    /// square `size`×`size` image: what a step runs, for the benchmark's per-op breakdown.
+    pub fn conv_specs(&self, size: usize) -> Vec<ConvSpec> {
+        let spec = |c: &Conv2d, side: usize| {
+            let (cout, cin, k, stride, pad) = c.geometry();
+            ConvSpec {
+                cin,
+                cout,
+                k,
+                stride,
+                pad,
+                side,
+            }
+        };
+        let mut out = vec![spec(&self.stem.0, size)];
+        let mut side = out[0].out_side();
+        if self.imagenet_stem {
+            side = (side - 1) / 2 + 1; // max-pool 3×3, stride 2, padding 1
+        }
+        for b in &self.blocks {
+            let mut s = side;
+            for (c, _) in &b.convs {
+                out.push(spec(c, s));
+                s = out[out.len() - 1].out_side();
+            }
+            if let Some((c, _)) = &b.downsample {
+                out.push(spec(c, side));
+            }
+            side = s;
+        }
+        out
+    }
+}
+
+/// A convolution's shape at a given input side (square inputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Input channels.
+    pub cin: usize,
+    /// Output channels.
+    pub cout: usize,
+    /// Kernel side.
+    pub k: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Padding.
+    pub pad: usize,
+    /// Input side.
+    pub side: usize,
+}
+
+impl ConvSpec {
+    /// Output side.
+    pub fn out_side(&self) -> usize {
+        (self.side + 2 * self.pad - self.k) / self.stride + 1
+    }
 }
 
 #[cfg(test)]
@@ -228,6 +285,27 @@ mod tests {
         assert_eq!(names, expected);
         let buffers = store.entries().into_iter().filter(|e| e.2 == Kind::Buffer).count();
         assert_eq!(buffers, 20 * 3);
+    }
+
+    /// The conv list of ResNet-18 with the CIFAR stem: 20 convs, 32 → 4 pixels, and with the
+    /// ImageNet stem the max-pool halves the side before layer1.
+    #[test]
+    fn conv_specs_follow_the_forward() {
+        let cfg = ModelConfig {
+            width: 4,
+            ..Default::default()
+        };
+        let enc = Encoder::new(&cfg, &ParamStore::new(&Device::Cpu), 0).unwrap();
+        let s = enc.conv_specs(32);
+        assert_eq!(s.len(), 20);
+        assert_eq!((s[0].cin, s[0].cout, s[0].k, s[0].side), (3, 4, 3, 32));
+        let last = s.iter().rev().find(|c| c.k == 3).unwrap();
+        assert_eq!((last.cin, last.cout, last.out_side()), (32, 32, 4));
+        let downs: Vec<_> = s.iter().filter(|c| c.k == 1).map(|c| (c.cin, c.cout, c.side, c.stride)).collect();
+        assert_eq!(downs, vec![(4, 8, 32, 2), (8, 16, 16, 2), (16, 32, 8, 2)]);
+        let (_, enc) = build(Arch::Resnet18, HeadKind::Linear, 4);
+        let s = enc.conv_specs(64);
+        assert_eq!((s[0].k, s[0].out_side(), s[1].side), (7, 32, 16));
     }
 
     #[test]

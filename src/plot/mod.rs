@@ -4,7 +4,7 @@
 //!
 //! - `queue.{png,svg}`: top-1 vs K on a log₂ axis, one line per mechanism, error bars over
 //!   seeds (the paper's Figure 3);
-//! - `momentum.{png,svg}`: top-1 vs m, diverged runs marked "fail" (the paper's Table 1 row);
+//! - `momentum.{png,svg}`: top-1 vs m, diverged or collapsed runs (final kNN below init) marked "fail" (the paper's Table 1 row);
 //! - `temperature.{png,svg}`: top-1 vs τ;
 //! - `curves.{png,svg}`: loss and kNN top-1 per epoch, one line per run.
 
@@ -216,7 +216,10 @@ fn by_key(rows: &[Row], key: &str, title: &str, x_label: &str) -> Option<Chart> 
                 }
             }
         }
-        if at.iter().any(|r| r.get("status").is_some_and(|s| s == "diverged" || s == "failed")) {
+        if at
+            .iter()
+            .any(|r| matches!(crate::sweep::results::outcome(r), "diverged" | "failed" | "collapsed"))
+        {
             marks.push((i as f64, "fail".to_string()));
         }
         for (m, ys) in per_mode {

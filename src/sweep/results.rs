@@ -117,8 +117,35 @@ const PAPER: &str = "Paper (He et al. 2020, ImageNet-1M, ResNet-50, linear proto
 momentum m = 0 / 0.9 / 0.99 / 0.999 / 0.9999 → fail / 55.2 / 57.8 / 59.0 / 58.9 (K = 4096, Table 1); \
 MoCo 60.6 at K = 65536, memory bank 58.0 (Figure 3).";
 
-/// `results/<sweep>/README.md`: the sweep's table beside the paper's numbers.
+/// How a run ended, for tables and figures: `ok`, or why it counts as the paper's "fail":
+/// a non-finite loss (`diverged`), an error (`failed`), or a finished run whose final kNN
+/// top-1 is below the kNN top-1 of its own random initialisation (`collapsed`: the features
+/// got worse than random, as the paper's m = 0 row; only known when the sweep measured kNN at
+/// init).
+pub fn outcome(r: &Row) -> &'static str {
+    let f = |k: &str| r.get(k).and_then(|v| v.parse::<f64>().ok());
+    match r.get("status").map(String::as_str) {
+        Some("ok") => match (f("knn_top1"), f("knn_top1_at_init")) {
+            (Some(end), Some(init)) if end < init => "collapsed",
+            _ => "ok",
+        },
+        Some("diverged") => "diverged",
+        Some("failed") => "failed",
+        _ => "pending",
+    }
+}
+
+/// Marker line in a sweep README: everything after it is kept when the README is rewritten
+/// (the analysis written by hand beside the generated table).
+pub const NOTES_MARKER: &str = "<!-- notes: kept when this file is regenerated -->";
+
+/// `results/<sweep>/README.md`: the sweep's table beside the paper's numbers, then the notes
+/// section of the previous README (after [`NOTES_MARKER`]), if any.
 pub fn write_readme(dir: &Path, name: &str, keys: &[String], rows: &[Row], command: &str) -> Result<(), String> {
+    let path = dir.join("README.md");
+    let notes = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.split_once(NOTES_MARKER).map(|(_, n)| n.to_string()));
     let mut s = format!(
         "# Sweep `{name}`\n\nProduced by `{command}`. Rows come from `runs.csv` (one per run; the run's own \
 files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn with `moco plot results/{name}`.\n\n"
@@ -127,7 +154,7 @@ files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn w
         .iter()
         .map(String::as_str)
         .chain([
-            "status",
+            "outcome",
             "knn_top1",
             "linear_top1",
             "knn_top1_at_init",
@@ -147,14 +174,65 @@ files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn w
         s += &format!(
             "| {} |\n",
             cols.iter()
-                .map(|c| r.get(*c).map(String::as_str).unwrap_or(""))
+                .map(|c| if *c == "outcome" {
+                    outcome(r)
+                } else {
+                    r.get(*c).map(String::as_str).unwrap_or("")
+                })
                 .collect::<Vec<_>>()
                 .join(" | ")
         );
     }
     s += &format!(
         "\n{PAPER}\n\nThe numbers above are this harness's, on the dataset and scale of the sweep's config \
-(see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value.\n"
+(see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value. \
+`outcome` is `collapsed` when a run's final kNN top-1 is below its kNN top-1 at initialisation (counted as the \
+paper's \"fail\"; the figures mark it so), `diverged` for a non-finite loss.\n\n{NOTES_MARKER}"
     );
-    write_atomic(&dir.join("README.md"), s.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
+    s += notes.as_deref().unwrap_or("\n");
+    write_atomic(&path, s.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: &str, end: &str, init: &str) -> Row {
+        [("status", status), ("knn_top1", end), ("knn_top1_at_init", init)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn outcome_flags_runs_that_end_below_their_init() {
+        assert_eq!(outcome(&row("ok", "21.6", "29.9")), "collapsed");
+        assert_eq!(outcome(&row("ok", "38.2", "29.9")), "ok");
+        assert_eq!(outcome(&row("ok", "38.2", "")), "ok");
+        assert_eq!(outcome(&row("diverged", "", "29.9")), "diverged");
+        assert_eq!(outcome(&row("pending", "", "")), "pending");
+    }
+
+    /// The hand-written notes after the marker survive a rewrite; the table is regenerated.
+    #[test]
+    fn readme_keeps_the_notes_section() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = vec!["moco.momentum".to_string()];
+        let mut r = row("ok", "21.6", "29.9");
+        r.insert("moco.momentum".into(), "0.9".into());
+        write_readme(dir.path(), "m", &keys, std::slice::from_ref(&r), "moco sweep m.toml").unwrap();
+        let first = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+        assert!(first.contains("| 0.9 | collapsed | 21.6 |"), "{first}");
+        std::fs::write(
+            dir.path().join("README.md"),
+            format!("{first}\n## What it shows\nm = 0.9 collapses.\n"),
+        )
+        .unwrap();
+        r.insert("knn_top1".into(), "40.0".into());
+        write_readme(dir.path(), "m", &keys, &[r], "moco sweep m.toml").unwrap();
+        let second = std::fs::read_to_string(dir.path().join("README.md")).unwrap();
+        assert!(second.contains("| 0.9 | ok | 40.0 |"), "{second}");
+        assert!(second.contains("## What it shows\nm = 0.9 collapses."), "{second}");
+        assert_eq!(second.matches(NOTES_MARKER).count(), 1);
+    }
 }

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One command, both implementations, the ratios (issue 4). Run it alone on the machine: every
+# number is a median after warm-up, but a shared machine still moves them by ~15%; the ratios
+# compare runs made minutes apart in this one invocation.
+#
+#   bench/run.sh                 # everything: step at batch 64 and 256 (+ per-op breakdown),
+#                                # K=256 vs K=65536 (queue and memory bank), augmentation
+#   bench/run.sh step 64         # one step comparison
+#   PYTHON=/path/to/venv/bin/python bench/run.sh   # default: bench/.venv/bin/python
+#
+# Needs: cargo (builds target/release/moco) and a venv with torch + torchvision (`just bench-venv`).
+# Reports land in bench/out/ (git-ignored) as JSON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-bench/.venv/bin/python}
+OUT=bench/out
+mkdir -p "$OUT"
+cargo build --release --quiet
+MOCO=target/release/moco
+STEPS=${STEPS:-5}
+DATA=${DATA:-../shared/data/cifar10-jpeg}
+
+have_torch() { "$PY" -c 'import torch, torchvision' 2>/dev/null; }
+
+step() {  # step BATCH: ours and PyTorch, same model and step, then the ratio
+  local b=$1
+  echo "== step, batch $b =="
+  "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" --ops --json "$OUT/ours-b$b.json" >/dev/null
+  if have_torch; then
+    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" --ops \
+      --json "$OUT/torch-b$b.json" >/dev/null
+    "$MOCO" bench compare "$OUT/ours-b$b.json" "$OUT/torch-b$b.json"
+  else
+    echo "(no torch at $PY: ours only; \`just bench-venv\` makes one)"; cat "$OUT/ours-b$b.json"
+  fi
+}
+
+kcost() {  # kcost MODE: step time at K=65536 against K=256 (the paper: the queue costs little)
+  local mode=$1
+  echo "== K cost, $mode, batch 256 =="
+  for k in 256 65536; do
+    "$MOCO" bench step bench/step.toml --set train.batch_size=256 --set dictionary.mode="$mode" \
+      --set dictionary.size=$k --steps "$STEPS" --json "$OUT/k$k-$mode.json" >/dev/null
+  done
+  python3 - "$OUT/k256-$mode.json" "$OUT/k65536-$mode.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+print(f"  K=256: {a['step_s']:.3f} s/step  K=65536: {b['step_s']:.3f} s/step  ratio {b['step_s'] / a['step_s']:.3f}"
+      f"  peak RSS {a['peak_rss_mb']:.0f} / {b['peak_rss_mb']:.0f} MB")
+PY
+}
+
+augment() {
+  echo "== augmentation, one core =="
+  "$MOCO" bench augment bench/step.toml --data "$DATA" --json "$OUT/ours-augment.json" >/dev/null
+  if have_torch; then
+    "$PY" bench/torch_augment.py --data "$DATA" --json "$OUT/torch-augment.json" >/dev/null
+    "$MOCO" bench compare --augment "$OUT/ours-augment.json" "$OUT/torch-augment.json"
+  else
+    cat "$OUT/ours-augment.json"
+  fi
+}
+
+echo "# $(date -u +%FT%TZ)  commit $(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)  $(nproc) cores  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+case "${1:-all}" in
+  step) step "${2:-64}" ;;
+  k) kcost moco; kcost memory_bank ;;
+  augment) augment ;;
+  all) step 64; step 256; kcost moco; kcost memory_bank; augment ;;
+  *) echo "usage: bench/run.sh [all | step BATCH | k | augment]" >&2; exit 2 ;;
+esac

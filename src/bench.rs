@@ -1,0 +1,408 @@
+//! `moco bench`: the training step's speed and peak memory, a per-op breakdown, and the input
+//! pipeline's throughput, measured the same way as `bench/torch_step.py` and
+//! `bench/torch_augment.py` measure PyTorch, so that one command can print `ours / pytorch`.
+//!
+//! Times are medians of repeated runs after warm-up; the per-op breakdown is in seconds per
+//! training step (the query encoder runs each conv forward and both backward passes, the key
+//! encoder the forward again), summed over the network's layers.
+
+use crate::config::{DictionaryMode, ValidRunConfig};
+use crate::data::augment::{augment_into, AugmentParams};
+use crate::data::folder::decode;
+use crate::data::Image;
+use crate::kernels::batch_norm::batch_norm_train;
+use crate::kernels::conv::{parts, ConvGeom};
+use crate::model::layers::BN_EPS;
+use crate::train::ema::ema_update;
+use crate::train::learner::Learner;
+use crate::train::loss::{contrastive_logits, info_nce_loss, l2_normalize};
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor, Var};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Names of the per-op breakdown, in print order (the same keys as the PyTorch script).
+pub const OPS: [&str; 7] = ["conv_fwd", "conv_grad_input", "conv_grad_weight", "bn", "head", "ema", "queue"];
+
+/// Training examples the memory bank holds in the benchmark (CIFAR-10's training set).
+const BANK_ROWS: usize = 50_000;
+
+/// What one step benchmark measured (also what the PyTorch script writes).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepReport {
+    /// `moco-harness` or `pytorch`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Worker threads.
+    pub threads: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Encoder width (64 = ResNet-18).
+    pub width: usize,
+    /// Dictionary size K.
+    pub k: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// Median seconds per step.
+    pub step_s: f64,
+    /// `batch / step_s`.
+    pub img_per_s: f64,
+    /// Peak resident memory of the process so far, MB.
+    pub peak_rss_mb: f64,
+    /// Seconds per step of each op class ([`OPS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<BTreeMap<String, f64>>,
+}
+
+/// Peak resident set size of this process in MB (Linux `ru_maxrss` is in KB).
+pub fn peak_rss_mb() -> f64 {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    u.ru_maxrss as f64 / 1024.0
+}
+
+/// Median seconds of `reps` calls of `f` (dropping its result included) after `warmup` untimed ones.
+pub fn median_time<T>(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut ts = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        f()?;
+        ts.push(t.elapsed().as_secs_f64());
+    }
+    ts.sort_by(f64::total_cmp);
+    let n = ts.len();
+    Ok(if n % 2 == 1 { ts[n / 2] } else { 0.5 * (ts[n / 2 - 1] + ts[n / 2]) })
+}
+
+fn randn(shape: &[usize], dev: &Device) -> Result<Tensor> {
+    Ok(Tensor::randn(0f32, 1f32, shape, dev)?)
+}
+
+/// Time the full training step of `cfg` (its batch size, K, mode) on random CIFAR-sized input:
+/// median of `steps` after `warmup`. With `op_reps > 0` also the per-op breakdown.
+pub fn bench_step(cfg: &ValidRunConfig, device: &Device, warmup: usize, steps: usize, op_reps: usize) -> Result<StepReport> {
+    let n = cfg.train.batch_size;
+    let size = cfg.data.image_size;
+    let mut learner = Learner::new(cfg, BANK_ROWS, device)?;
+    let views = [randn(&[n, 3, size, size], device)?, randn(&[n, 3, size, size], device)?];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut draw = 0u32;
+    let step_s = median_time(warmup, steps, || {
+        let choices = learner.draw_choices(n, &mut rng);
+        let indices: Vec<u32> = (0..n as u32).map(|i| (draw * n as u32 + i) % BANK_ROWS as u32).collect();
+        draw += 1;
+        let s = learner.step(&views, &indices, cfg.train.lr, &choices)?;
+        device.synchronize()?;
+        if !s.loss.is_finite() {
+            bail!("bench step: loss {} is not finite", s.loss);
+        }
+        Ok(())
+    })?;
+    let peak = peak_rss_mb();
+    let ops = if op_reps > 0 {
+        Some(op_breakdown(&mut learner, op_reps)?)
+    } else {
+        None
+    };
+    Ok(StepReport {
+        implementation: "moco-harness".into(),
+        threads: rayon::current_num_threads(),
+        batch: n,
+        width: cfg.model.width,
+        k: learner.negatives(),
+        steps,
+        step_s,
+        img_per_s: n as f64 / step_s,
+        peak_rss_mb: peak,
+        ops,
+    })
+}
+
+fn rand_vec(len: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
+    (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Seconds per training step of each op class, on the CPU kernels the step uses.
+fn op_breakdown(l: &mut Learner, reps: usize) -> Result<BTreeMap<String, f64>> {
+    if !l.device.is_cpu() {
+        bail!("the per-op breakdown times the CPU kernels; run it with device = \"cpu\"");
+    }
+    let cfg = l.cfg.clone();
+    let (n, splits, dev) = (cfg.train.batch_size, cfg.model.bn_splits, l.device.clone());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut ops: BTreeMap<String, f64> = OPS.iter().map(|k| (k.to_string(), 0.0)).collect();
+    let mut add = |k: &str, v: f64| *ops.get_mut(k).expect("known op") += v;
+    for (i, s) in l.encoder_q.conv_specs(cfg.data.image_size).into_iter().enumerate() {
+        let g = ConvGeom {
+            n,
+            c: s.cin,
+            h: s.side,
+            w: s.side,
+            k: s.k,
+            stride: s.stride,
+            pad: s.pad,
+        };
+        let out = [n, s.cout, s.out_side(), s.out_side()];
+        let x = rand_vec(n * s.cin * s.side * s.side, &mut rng);
+        let w = rand_vec(s.cout * s.cin * s.k * s.k, &mut rng);
+        let gy = rand_vec(out.iter().product(), &mut rng);
+        // Two forwards per step (query and key encoder), one backward.
+        add("conv_fwd", 2.0 * median_time(1, reps, || Ok(parts::forward(&x, &w, g, s.cout)))?);
+        if i > 0 {
+            // The stem's input is the image: no gradient.
+            add(
+                "conv_grad_input",
+                median_time(1, reps, || Ok(parts::grad_input(&x, &w, &gy, g, s.cout)))?,
+            );
+        }
+        add(
+            "conv_grad_weight",
+            median_time(1, reps, || Ok(parts::grad_weight(&x, &w, &gy, g, s.cout)))?,
+        );
+        // The BN after this conv: train forward + backward (query encoder), train forward (key).
+        let y = Var::from_tensor(&randn(&out, &dev)?)?;
+        let gyt = randn(&out, &dev)?;
+        let (wt, bt) = (
+            Tensor::ones(s.cout, candle_core::DType::F32, &dev)?,
+            Tensor::zeros(s.cout, candle_core::DType::F32, &dev)?,
+        );
+        let (wv, bv) = (Var::from_tensor(&wt)?, Var::from_tensor(&bt)?);
+        let fb = median_time(1, reps, || {
+            let (o, _) = batch_norm_train(y.as_tensor(), wv.as_tensor(), bv.as_tensor(), splits, BN_EPS)?;
+            Ok((o * &gyt)?.sum_all()?.backward()?)
+        })?;
+        let y0 = y.as_tensor().detach();
+        let f = median_time(1, reps, || Ok(batch_norm_train(&y0, &wt, &bt, splits, BN_EPS)?))?;
+        add("bn", fb + f);
+    }
+    let h = Var::from_tensor(&randn(&[n, l.encoder_q.feat_dim()], &dev)?)?;
+    let head = l.encoder_q.head().clone();
+    add(
+        "head",
+        median_time(1, reps, || Ok(head.forward(h.as_tensor())?.sum_all()?.backward()?))?,
+    );
+    if let Some((k_store, _)) = &l.key {
+        let m = cfg.moco.momentum;
+        add("ema", median_time(1, reps, || Ok(ema_update(&l.q_store, k_store, m)?))?);
+    }
+    let dim = cfg.model.feature_dim;
+    let q = Var::from_tensor(&l2_normalize(&randn(&[n, dim], &dev)?)?)?;
+    let k = l2_normalize(&randn(&[n, dim], &dev)?)?;
+    let tau = cfg.moco.temperature;
+    match cfg.dictionary.mode {
+        DictionaryMode::Moco => {
+            let queue = l.queue.as_mut().expect("moco mode has a queue");
+            add(
+                "queue",
+                median_time(1, reps, || {
+                    let logits = contrastive_logits(q.as_tensor(), &k, &queue.keys, tau, false)?;
+                    drop(info_nce_loss(&logits)?.backward()?);
+                    queue.enqueue(&k)?;
+                    Ok(())
+                })?,
+            );
+        }
+        DictionaryMode::MemoryBank => {
+            let bank = l.bank.as_mut().expect("memory_bank mode has a bank");
+            let kk = cfg.dictionary.size;
+            let mut draw = 0u32;
+            add(
+                "queue",
+                median_time(1, reps, || {
+                    let idx: Vec<u32> = (0..n as u32).map(|i| (draw * n as u32 + i) % BANK_ROWS as u32).collect();
+                    let neg: Vec<u32> = (0..kk as u32).map(|i| (i * 7919 + draw) % BANK_ROWS as u32).collect();
+                    draw += 1;
+                    let idx = Tensor::new(idx.as_slice(), &dev)?;
+                    let pos = bank.rows(&idx)?;
+                    let negs = bank.rows(&Tensor::new(neg.as_slice(), &dev)?)?;
+                    let logits = contrastive_logits(q.as_tensor(), &pos, &negs, tau, false)?;
+                    drop(info_nce_loss(&logits)?.backward()?);
+                    bank.update(&idx, &q.as_tensor().detach())?;
+                    Ok(())
+                })?,
+            );
+        }
+        DictionaryMode::EndToEnd => {
+            let kv = Var::from_tensor(&k)?;
+            add(
+                "queue",
+                median_time(1, reps, || {
+                    let logits = contrastive_logits(q.as_tensor(), kv.as_tensor(), kv.as_tensor(), tau, true)?;
+                    Ok(info_nce_loss(&logits)?.backward()?)
+                })?,
+            );
+        }
+    }
+    Ok(ops)
+}
+
+/// What the augmentation benchmark measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AugmentReport {
+    /// `moco-harness` or `torchvision`.
+    #[serde(rename = "impl")]
+    pub implementation: String,
+    /// Images (each gives two views).
+    pub images: usize,
+    /// Output side.
+    pub size: usize,
+    /// Decoded JPEGs per second, one core.
+    pub decode_img_per_s: f64,
+    /// Images per second through the two-view transform, one core.
+    pub augment_img_per_s: f64,
+}
+
+/// The first `limit` JPEG/PNG files of `root/train/<class>/` (or `root/<class>/`), in sorted
+/// order: the same list `bench/torch_augment.py` takes.
+pub fn bench_images(root: &Path, limit: usize) -> Result<Vec<PathBuf>> {
+    let base = if root.join("train").is_dir() {
+        root.join("train")
+    } else {
+        root.to_path_buf()
+    };
+    let mut classes: Vec<PathBuf> = std::fs::read_dir(&base)
+        .with_context(|| format!("reading {}", base.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    let mut files = Vec::new();
+    for c in classes {
+        let mut fs: Vec<PathBuf> = std::fs::read_dir(&c)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("jpg" | "jpeg" | "png")))
+            .collect();
+        fs.sort();
+        files.extend(fs);
+    }
+    if files.is_empty() {
+        bail!("{}: no images under <class>/ folders", base.display());
+    }
+    files.sort();
+    files.truncate(limit);
+    Ok(files)
+}
+
+/// Decode `files`, then push every image through the config's augmentation twice (the two
+/// views), on the calling thread only: per-core throughput.
+pub fn bench_augment(cfg: &ValidRunConfig, files: &[PathBuf], reps: usize) -> Result<AugmentReport> {
+    let t = Instant::now();
+    let images: Vec<Image> = files.iter().map(|f| decode(f)).collect::<std::result::Result<_, _>>()?;
+    let decode_s = t.elapsed().as_secs_f64();
+    let p = AugmentParams::resolve(&cfg.augment);
+    let size = cfg.data.image_size;
+    let mean = cfg.data.mean.map(|v| v as f32);
+    let std = cfg.data.std.map(|v| v as f32);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let mut out = vec![0f32; 3 * size * size];
+    let s = median_time(1, reps, || {
+        for img in &images {
+            for _ in 0..2 {
+                augment_into(img, &p, size, mean, std, &mut rng, &mut out);
+            }
+        }
+        Ok(())
+    })?;
+    Ok(AugmentReport {
+        implementation: "moco-harness".into(),
+        images: images.len(),
+        size,
+        decode_img_per_s: images.len() as f64 / decode_s,
+        augment_img_per_s: images.len() as f64 / s,
+    })
+}
+
+/// The ratio table of two step reports (ours first): img/s, peak RSS, each op.
+pub fn compare_steps(ours: &StepReport, theirs: &StepReport) -> String {
+    let mut s = format!(
+        "step: batch {}, width {}, K {}, {} threads (ours) / {} (theirs)\n",
+        ours.batch, ours.width, ours.k, ours.threads, theirs.threads
+    );
+    s += &format!(
+        "{:<18} {:>12} {:>12} {:>10}\n",
+        "", &ours.implementation, &theirs.implementation, "ratio"
+    );
+    s += &format!(
+        "{:<18} {:>12.1} {:>12.1} {:>9.2}x   (ours / theirs, higher is better)\n",
+        "img/s",
+        ours.img_per_s,
+        theirs.img_per_s,
+        ours.img_per_s / theirs.img_per_s
+    );
+    s += &format!(
+        "{:<18} {:>12.0} {:>12.0} {:>9.2}x   (ours / theirs, lower is better)\n",
+        "peak RSS MB",
+        ours.peak_rss_mb,
+        theirs.peak_rss_mb,
+        ours.peak_rss_mb / theirs.peak_rss_mb
+    );
+    if let (Some(a), Some(b)) = (&ours.ops, &theirs.ops) {
+        s += "per step, seconds (ours / theirs, lower is better):\n";
+        for k in OPS {
+            let (x, y) = (a.get(k).copied().unwrap_or(f64::NAN), b.get(k).copied().unwrap_or(f64::NAN));
+            s += &format!("  {:<16} {:>12.4} {:>12.4} {:>9.2}x\n", k, x, y, x / y);
+        }
+    }
+    s
+}
+
+/// Read a JSON report written by either side.
+pub fn read_report<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a benchmark report", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+
+    fn tiny(mode: &str) -> ValidRunConfig {
+        let mut c = RunConfig::default();
+        c.model.width = 2;
+        c.model.bn_splits = 2;
+        c.train.batch_size = 4;
+        c.dictionary.size = 16;
+        c.data.image_size = 8;
+        c.dictionary.mode = serde_json::from_value(serde_json::json!(mode)).unwrap();
+        c.validate().unwrap()
+    }
+
+    /// Every mechanism's step runs in the bench harness and every op of the breakdown gets a
+    /// positive time.
+    #[test]
+    fn step_bench_reports_every_op() {
+        for mode in ["moco", "memory_bank", "end_to_end"] {
+            let r = bench_step(&tiny(mode), &Device::Cpu, 1, 2, 1).unwrap();
+            assert!(r.step_s > 0.0 && r.img_per_s > 0.0 && r.peak_rss_mb > 0.0, "{mode}: {r:?}");
+            let ops = r.ops.unwrap();
+            for k in OPS {
+                let has_ema = mode == "moco";
+                if k != "ema" || has_ema {
+                    assert!(ops[k] > 0.0, "{mode}: {k} = {}", ops[k]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn median_is_the_middle_time() {
+        let mut i = 0u64;
+        let m = median_time(0, 3, || {
+            i += 1;
+            std::thread::sleep(std::time::Duration::from_millis(if i == 2 { 30 } else { 1 }));
+            Ok(())
+        })
+        .unwrap();
+        assert!(m < 0.025, "{m}");
+    }
+}
