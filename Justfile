@@ -44,3 +44,10 @@ bench *args:
 # The venv the PyTorch side of the benchmarks needs (torch + torchvision from PyPI, ~3 GB).
 bench-venv:
     python3 -m venv bench/.venv && bench/.venv/bin/pip install -r bench/requirements.txt
+
+# The CUDA binary on a machine without a system CUDA toolkit, from PyPI's CUDA 13.0 wheels
+# (the team's kit in ../shared/cuda; sm_90 = H100/H200 unless CUDA_COMPUTE_CAP says otherwise).
+# Result: dist-cuda/moco.xz + run.sh, to carry to the GPU machine. With a system toolkit instead:
+# `cargo build --release --features cuda`.
+build-cuda features="cuda" kit="../shared/cuda":
+    CARGO_TARGET_DIR=target-cuda CUDAFORGE_THREADS=2 {{kit}}/build-cuda.sh --features {{features}} --bin moco --out dist-cuda --compress .

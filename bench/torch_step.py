@@ -100,12 +100,13 @@ class Encoder(nn.Module):
 class MoCo:
     def __init__(self, a: argparse.Namespace):
         torch.manual_seed(a.seed)
-        self.q = Encoder(a.width, a.dim, a.bn_splits).train()
-        self.k = Encoder(a.width, a.dim, a.bn_splits).train()
+        self.dev = torch.device(a.device)
+        self.q = Encoder(a.width, a.dim, a.bn_splits).train().to(self.dev)
+        self.k = Encoder(a.width, a.dim, a.bn_splits).train().to(self.dev)
         for pq, pk in zip(self.q.parameters(), self.k.parameters()):
             pk.data.copy_(pq.data)
             pk.requires_grad = False
-        self.queue = F.normalize(torch.randn(a.dim, a.k), dim=0)
+        self.queue = F.normalize(torch.randn(a.dim, a.k, device=self.dev), dim=0)
         self.ptr = 0
         self.m, self.tau = a.momentum, a.tau
         self.opt = torch.optim.SGD(self.q.parameters(), lr=0.06, momentum=0.9, weight_decay=5e-4)
@@ -126,10 +127,10 @@ class MoCo:
         q = F.normalize(self.q(xq), dim=1)
         self.ema()
         with torch.no_grad():
-            perm = torch.randperm(xk.shape[0])
+            perm = torch.randperm(xk.shape[0], device=self.dev)
             k = F.normalize(self.k(xk[perm]), dim=1)[torch.argsort(perm)]
         logits = torch.cat([(q * k).sum(1, keepdim=True), q @ self.queue], 1) / self.tau
-        loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long))
+        loss = F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=self.dev))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -137,13 +138,20 @@ class MoCo:
         return loss.item()
 
 
+def sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_time(f, warmup: int, reps: int) -> float:
     for _ in range(warmup):
         f()
+    sync()
     ts = []
     for _ in range(reps):
         t = time.perf_counter()
         f()
+        sync()
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
@@ -233,14 +241,17 @@ def main() -> int:
     ap.add_argument("--ops", action="store_true", help="also time the per-op breakdown")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     ap.add_argument("--json", help="write the result here too")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.batch % a.bn_splits or a.k % a.batch:
         sys.exit(f"batch {a.batch} must divide by bn-splits {a.bn_splits} and divide K {a.k}")
+    if a.ops and a.device != "cpu":
+        sys.exit("--ops times CPU ops; run it with --device cpu")
     moco = MoCo(a)
-    xq, xk = torch.randn(a.batch, 3, 32, 32), torch.randn(a.batch, 3, 32, 32)
+    xq, xk = (torch.randn(a.batch, 3, 32, 32, device=moco.dev) for _ in range(2))
     step_s = median_time(lambda: moco.step(xq, xk), a.warmup, a.steps)
     out = {
         "impl": "pytorch",
@@ -254,7 +265,11 @@ def main() -> int:
         "step_s": step_s,
         "img_per_s": a.batch / step_s,
         "peak_rss_mb": peak_rss_mb(),
+        "device": a.device,
     }
+    if a.device.startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(moco.dev)
+        out["gpu_max_allocated_mb"] = torch.cuda.max_memory_allocated(moco.dev) / 2**20
     if a.ops:
         out["ops"] = op_breakdown(moco, a)
     text = json.dumps(out, indent=1)

@@ -15,11 +15,15 @@ use std::path::{Path, PathBuf};
 
 /// Momentum Contrast (MoCo) on candle: train, evaluate, export.
 #[derive(Debug, Parser)]
-#[command(name = "moco", version, about)]
+#[command(name = "moco", version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MOCO_BUILD_COMMIT"), ")"), about)]
 pub struct Cli {
     /// Command.
     #[command(subcommand)]
     pub command: Command,
+    /// Where tensors live: cpu, cuda, cuda:N or auto (CUDA when built with `--features cuda` and
+    /// a GPU is there). Overrides the config's `device` (same as --set device=…).
+    #[arg(long, global = true, value_name = "DEVICE")]
+    pub device: Option<String>,
 }
 
 /// Subcommands.
@@ -111,6 +115,16 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
+    /// Datasets: pack a class-balanced subset as CIFAR-10 binary (small enough to carry).
+    Data {
+        /// What to do.
+        #[command(subcommand)]
+        what: DataCommand,
+    },
+    /// Check every op of the training step on --device against the CPU path (relative error
+    /// < 1e-4 in f32); on CPU, candle's ops (the CUDA path) against the CPU kernels. Exit 1 on
+    /// any failure.
+    DeviceCheck,
     /// Print the fully resolved, validated config.
     Config {
         /// Run config (TOML).
@@ -118,6 +132,27 @@ pub enum Command {
         /// Overrides.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
+    },
+}
+
+/// `moco data` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Write a class-balanced subset of a CIFAR-10 dataset (ImageFolder or binary) in the
+    /// CIFAR-10 binary format: 3,073 bytes per image (12,000 images ≈ 37 MB).
+    Pack {
+        /// Source: an ImageFolder root (train/, test/) or a CIFAR binary folder.
+        #[arg(long)]
+        data: String,
+        /// Training images to keep (0 = all), the same number per class.
+        #[arg(long, default_value_t = 10000)]
+        train: usize,
+        /// Test images to keep (0 = all).
+        #[arg(long, default_value_t = 2000)]
+        test: usize,
+        /// Output folder (must not exist).
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -217,6 +252,15 @@ pub fn load_config(path: Option<&Path>, set: &[String]) -> Result<ValidRunConfig
 
 /// Run a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> Result<i32> {
+    // --device is one more override, last so that it wins.
+    let device_set = cli.device.as_ref().map(|d| format!("device={}", toml::Value::String(d.clone())));
+    let with_device = |mut set: Vec<String>| {
+        set.extend(device_set.clone());
+        set
+    };
+    if let Some(d) = &cli.device {
+        crate::config::parse_device(d).with_context(|| format!("--device {d}"))?;
+    }
     match cli.command {
         Command::Train {
             config,
@@ -227,6 +271,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             knn_at_init,
             no_progress,
         } => {
+            let set = with_device(set);
             let opts = TrainOptions {
                 resume: resume.is_some(),
                 init,
@@ -271,6 +316,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             Ok(if summary.status == RunStatus::Ok { 0 } else { 3 })
         }
         Command::Eval { protocol, target, set } => {
+            let set = with_device(set);
             let (ck_path, run_dir) = if target.is_dir() {
                 (RunDir::new(&target).checkpoint(), Some(RunDir::new(&target)))
             } else {
@@ -305,7 +351,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             features,
         } => {
             let ck = Checkpoint::load(&checkpoint)?;
-            let data_set = dataset_override(&data)?;
+            let data_set = with_device(dataset_override(&data)?);
             let cfg = config_from_checkpoint(&ck, &checkpoint, &data_set)?;
             let device = make_device(&cfg.device)?;
             let encoder = encoder_from_checkpoint(&ck, &cfg, &device)?;
@@ -355,6 +401,7 @@ pub fn run(cli: Cli) -> Result<i32> {
                     results_root: results.clone(),
                     progress: !no_progress,
                     knn_at_init,
+                    device: cli.device.clone(),
                 };
                 crate::sweep::runner::run_sweep(&sweep, &opts)?
             };
@@ -384,7 +431,31 @@ pub fn run(cli: Cli) -> Result<i32> {
             }
             Ok(0)
         }
-        Command::Bench { what } => bench(what),
+        Command::Bench { what } => bench(what, &with_device),
+        Command::Data {
+            what: DataCommand::Pack { data, train, test, out },
+        } => {
+            let mut set = dataset_override(&data)?;
+            set.push(format!("data.train_limit={train}"));
+            set.push(format!("data.test_limit={test}"));
+            let cfg = load_config(None, &set)?;
+            let splits = data::load(&cfg.data, cfg.seed)?;
+            data::cifar::write_cifar10_bin(&out, &splits)?;
+            println!(
+                "wrote {} ({} train + {} test images, CIFAR-10 binary); use it with --set data.source=cifar_bin --set data.path={}",
+                out.display(),
+                splits.train.len(),
+                splits.test.len(),
+                out.display()
+            );
+            Ok(0)
+        }
+        Command::DeviceCheck => {
+            let device = make_device(cli.device.as_deref().unwrap_or("auto"))?;
+            let checks = crate::devcheck::run_checks(&device)?;
+            print!("{}", crate::devcheck::report(&device, &checks));
+            Ok(if checks.iter().all(|c| c.ok()) { 0 } else { 1 })
+        }
         Command::Config { config, set } => {
             print!("{}", load_config(config.as_deref(), &set)?.to_toml());
             Ok(0)
@@ -401,7 +472,7 @@ fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> 
     Ok(())
 }
 
-fn bench(what: BenchCommand) -> Result<i32> {
+fn bench(what: BenchCommand, with_device: &dyn Fn(Vec<String>) -> Vec<String>) -> Result<i32> {
     use crate::bench::*;
     match what {
         BenchCommand::Step {
@@ -413,7 +484,7 @@ fn bench(what: BenchCommand) -> Result<i32> {
             op_reps,
             json,
         } => {
-            let cfg = load_config(config.as_deref(), &set)?;
+            let cfg = load_config(config.as_deref(), &with_device(set))?;
             let device = make_device(&cfg.device)?;
             eprintln!(
                 "bench step: {:?} width {} batch {} K {} ({:?}), {warmup} warm-up + {steps} timed steps{}",

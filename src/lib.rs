@@ -13,6 +13,7 @@
 //! - [`sweep`]: TOML grids expanded, validated and run; `runs.csv`.
 //! - [`plot`]: the paper's figures from CSV files.
 //! - [`bench`]: the step, op and augmentation benchmarks (`moco bench`).
+//! - [`devcheck`]: every op of the step on a device against the CPU path (`moco device-check`).
 //! - [`cli`]: the `moco` command.
 //!
 //! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
@@ -23,6 +24,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod devcheck;
 pub mod eval;
 pub mod io;
 pub mod kernels;

@@ -50,6 +50,71 @@ pub fn parse_records(bytes: &[u8], label_bytes: usize, path: &Path) -> Result<(V
     Ok((images, labels))
 }
 
+/// CIFAR-10 records (`<label><R plane><G plane><B plane>`) of 32×32 images.
+fn records(set: &ImageSet, path: &Path) -> Result<Vec<u8>, DataError> {
+    let mut out = Vec::with_capacity(set.len() * (1 + 3 * PIXELS));
+    for (img, &label) in set.images.iter().zip(&set.labels) {
+        if img.width != 32 || img.height != 32 || img.pixels.len() != 3 * PIXELS || label > 255 {
+            return Err(DataError::Layout {
+                path: path.to_path_buf(),
+                message: format!(
+                    "CIFAR records hold 32x32 RGB images with labels < 256, got {}x{} label {label}",
+                    img.width, img.height
+                ),
+            });
+        }
+        out.push(label as u8);
+        for c in 0..3 {
+            out.extend(img.pixels.iter().skip(c).step_by(3));
+        }
+    }
+    Ok(out)
+}
+
+/// Write `splits` as a CIFAR-10 binary folder (`data_batch_1..5.bin`, `test_batch.bin`,
+/// `batches.meta.txt`), e.g. a class-balanced subset small enough to carry to a GPU machine.
+/// The classes must be CIFAR-10's, in its order. The folder appears whole or not at all (written
+/// beside it, then renamed).
+pub fn write_cifar10_bin(dir: &Path, splits: &Splits) -> Result<(), DataError> {
+    if splits.train.classes != CIFAR10_CLASSES {
+        return Err(DataError::Layout {
+            path: dir.to_path_buf(),
+            message: format!(
+                "the CIFAR-10 format needs CIFAR-10's classes in order, got {:?}",
+                splits.train.classes
+            ),
+        });
+    }
+    let io = |source| DataError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if dir.exists() {
+        return Err(DataError::Layout {
+            path: dir.to_path_buf(),
+            message: "already exists; remove it or pick another --out".into(),
+        });
+    }
+    let tmp = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io)?;
+    let n = splits.train.len();
+    for b in 0..5 {
+        let (lo, hi) = (n * b / 5, n * (b + 1) / 5);
+        let part = ImageSet {
+            images: splits.train.images[lo..hi].to_vec(),
+            labels: splits.train.labels[lo..hi].to_vec(),
+            classes: splits.train.classes.clone(),
+        };
+        let p = tmp.join(format!("data_batch_{}.bin", b + 1));
+        std::fs::write(&p, records(&part, &p)?).map_err(io)?;
+    }
+    let p = tmp.join("test_batch.bin");
+    std::fs::write(&p, records(&splits.test, &p)?).map_err(io)?;
+    std::fs::write(tmp.join("batches.meta.txt"), CIFAR10_CLASSES.join("\n") + "\n").map_err(io)?;
+    std::fs::rename(&tmp, dir).map_err(io)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
     std::fs::read(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
@@ -126,6 +191,13 @@ mod tests {
         }
         std::fs::write(dir.path().join("test_batch.bin"), rec(1)).unwrap();
         let s = load_cifar_bin(dir.path()).unwrap();
+        // Written back (a packed subset) and read again: the same images and labels.
+        let out = dir.path().join("packed");
+        write_cifar10_bin(&out, &s).unwrap();
+        let t = load_cifar_bin(&out).unwrap();
+        assert_eq!((t.train.images == s.train.images, t.train.labels == s.train.labels), (true, true));
+        assert_eq!((t.test.images == s.test.images, t.test.labels == s.test.labels), (true, true));
+        assert!(write_cifar10_bin(&out, &s).is_err(), "an existing folder is not overwritten");
         assert_eq!(s.train.len(), 10);
         assert_eq!(s.train.labels[..2], [3, 9]);
         assert_eq!(s.test.labels, vec![1]);

@@ -147,29 +147,10 @@ impl RunSummary {
     }
 }
 
-/// The harness's git commit: `MOCO_COMMIT` if set, else `git rev-parse --short HEAD` (with
-/// `-dirty` when the tree has changes), else `unknown`.
+/// The commit the binary was built from (`git rev-parse --short HEAD` at build time, `-dirty`
+/// when the sources differed from it, `unknown` without git), or `MOCO_COMMIT` if set.
 pub fn git_commit() -> String {
-    if let Ok(c) = std::env::var("MOCO_COMMIT") {
-        return c;
-    }
-    let run = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-    };
-    match run(&["rev-parse", "--short", "HEAD"]) {
-        Some(o) => {
-            let mut c = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            if run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty()) {
-                c.push_str("-dirty");
-            }
-            c
-        }
-        None => "unknown".into(),
-    }
+    std::env::var("MOCO_COMMIT").unwrap_or_else(|_| env!("MOCO_BUILD_COMMIT").to_string())
 }
 
 #[cfg(test)]

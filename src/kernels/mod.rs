@@ -11,7 +11,24 @@
 pub mod batch_norm;
 pub mod conv;
 
-use candle_core::{CpuStorage, Layout, Result, Tensor};
+use candle_core::{CpuStorage, Device, Layout, Result, Tensor};
+use std::cell::Cell;
+
+thread_local! {
+    static ENABLED: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Turn the CPU kernels off on this thread (the layers then use candle's own ops, as on CUDA)
+/// or back on. For `moco device-check` and the candle baseline of `moco bench step --candle-ops`;
+/// training always runs with them on. Per thread, so parallel tests do not see each other's.
+pub fn set_enabled(on: bool) {
+    ENABLED.with(|e| e.set(on));
+}
+
+/// Whether the layers take the CPU kernels on `device` (CPU, and enabled on this thread).
+pub fn use_cpu_kernels(device: &Device) -> bool {
+    device.is_cpu() && ENABLED.with(|e| e.get())
+}
 
 /// The contiguous f32 slice a CPU storage + layout designates.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {

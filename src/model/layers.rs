@@ -57,11 +57,16 @@ impl Conv2d {
 
     /// `(N, Cin, H, W)` → `(N, Cout, H', W')`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
-            crate::kernels::conv::conv2d(x, self.weight.as_tensor(), self.stride, self.padding)
-        } else {
-            x.conv2d(self.weight.as_tensor(), self.padding, self.stride, 1, 1)
-        }
+        conv2d(x, self.weight.as_tensor(), self.stride, self.padding)
+    }
+}
+
+/// Convolution without bias as the layers run it: the CPU kernel on CPU, candle's op elsewhere.
+pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    if crate::kernels::use_cpu_kernels(x.device()) {
+        crate::kernels::conv::conv2d(x, weight, stride, padding)
+    } else {
+        x.conv2d(weight, padding, stride, 1, 1)
     }
 }
 
@@ -113,13 +118,7 @@ impl BatchNorm2d {
             }
             BnMode::Train { splits } => {
                 let g = splits;
-                let (y, mean, var) = if x.device().is_cpu() {
-                    let (y, st) = crate::kernels::batch_norm::batch_norm_train(x, wt, bs, g, BN_EPS)?;
-                    let dev = x.device();
-                    (y, Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?)
-                } else {
-                    batch_norm_composed(x, wt, bs, g)?
-                };
+                let (y, mean, var) = batch_norm_train(x, wt, bs, g)?;
                 // Running statistics (no gradient): average over groups, unbiased variance.
                 let m = ((n / g) * h * w) as f64;
                 let gm = mean.detach().mean(0)?;
@@ -132,6 +131,19 @@ impl BatchNorm2d {
                 Ok(y)
             }
         }
+    }
+}
+
+/// Train-mode BN as the layers run it (the fused kernel on CPU, candle's ops elsewhere):
+/// `y`, group means and biased group variances `(G, C)`.
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize) -> Result<(Tensor, Tensor, Tensor)> {
+    if crate::kernels::use_cpu_kernels(x.device()) {
+        let c = x.dim(1)?;
+        let (y, st) = crate::kernels::batch_norm::batch_norm_train(x, weight, bias, g, BN_EPS)?;
+        let dev = x.device();
+        Ok((y, Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
+    } else {
+        batch_norm_composed(x, weight, bias, g)
     }
 }
 

@@ -21,6 +21,9 @@ pub struct SweepOptions {
     pub progress: bool,
     /// Also measure kNN at initialisation for each run.
     pub knn_at_init: bool,
+    /// Run every point on this device (`--device`); the run ids stay those of the sweep file,
+    /// so one sweep can be shared by CPU and GPU machines.
+    pub device: Option<String>,
 }
 
 /// What happened.
@@ -84,7 +87,15 @@ pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutc
             knn_at_init: opts.knn_at_init,
             progress: opts.progress,
         };
-        match train(&p.config, &rd, &topts) {
+        let config = match &opts.device {
+            None => p.config.clone(),
+            Some(d) => {
+                let mut c = p.config.clone().into_inner();
+                c.device = d.clone();
+                c.validate()?
+            }
+        };
+        match train(&config, &rd, &topts) {
             Ok(s) if s.status == RunStatus::Diverged => out.diverged += 1,
             Ok(_) => out.ran += 1,
             Err(e) => {
