@@ -55,6 +55,24 @@ pub struct StepReport {
     /// Seconds per step of each op class ([`OPS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ops: Option<BTreeMap<String, f64>>,
+    /// Per convolution of the encoder (with --ops): shape and GFLOP/s of each pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conv_layers: Vec<ConvLayerTime>,
+}
+
+/// One convolution's passes, for finding the slow shapes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConvLayerTime {
+    /// `cin->cout kxk sS side`.
+    pub shape: String,
+    /// GFLOP of one forward pass over the batch.
+    pub gflop: f64,
+    /// GFLOP/s of the forward, grad-input, grad-weight passes.
+    pub gflops_fwd: f64,
+    /// Grad-input GFLOP/s (0 for the stem, whose input needs none).
+    pub gflops_grad_input: f64,
+    /// Grad-weight GFLOP/s.
+    pub gflops_grad_weight: f64,
 }
 
 /// Peak resident set size of this process in MB (Linux `ru_maxrss` is in KB).
@@ -108,10 +126,11 @@ pub fn bench_step(cfg: &ValidRunConfig, device: &Device, warmup: usize, steps: u
         Ok(())
     })?;
     let peak = peak_rss_mb();
-    let ops = if op_reps > 0 {
-        Some(op_breakdown(&mut learner, op_reps)?)
+    let (ops, conv_layers) = if op_reps > 0 {
+        let (o, l) = op_breakdown(&mut learner, op_reps)?;
+        (Some(o), l)
     } else {
-        None
+        (None, Vec::new())
     };
     Ok(StepReport {
         implementation: "moco-harness".into(),
@@ -124,6 +143,7 @@ pub fn bench_step(cfg: &ValidRunConfig, device: &Device, warmup: usize, steps: u
         img_per_s: n as f64 / step_s,
         peak_rss_mb: peak,
         ops,
+        conv_layers,
     })
 }
 
@@ -132,7 +152,7 @@ fn rand_vec(len: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
 }
 
 /// Seconds per training step of each op class, on the CPU kernels the step uses.
-fn op_breakdown(l: &mut Learner, reps: usize) -> Result<BTreeMap<String, f64>> {
+fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, Vec<ConvLayerTime>)> {
     if !l.device.is_cpu() {
         bail!("the per-op breakdown times the CPU kernels; run it with device = \"cpu\"");
     }
@@ -140,6 +160,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<BTreeMap<String, f64>> {
     let (n, splits, dev) = (cfg.train.batch_size, cfg.model.bn_splits, l.device.clone());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut ops: BTreeMap<String, f64> = OPS.iter().map(|k| (k.to_string(), 0.0)).collect();
+    let mut layers = Vec::new();
     let mut add = |k: &str, v: f64| *ops.get_mut(k).expect("known op") += v;
     for (i, s) in l.encoder_q.conv_specs(cfg.data.image_size).into_iter().enumerate() {
         let g = ConvGeom {
@@ -156,18 +177,26 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<BTreeMap<String, f64>> {
         let w = rand_vec(s.cout * s.cin * s.k * s.k, &mut rng);
         let gy = rand_vec(out.iter().product(), &mut rng);
         // Two forwards per step (query and key encoder), one backward.
-        add("conv_fwd", 2.0 * median_time(1, reps, || Ok(parts::forward(&x, &w, g, s.cout)))?);
-        if i > 0 {
-            // The stem's input is the image: no gradient.
-            add(
-                "conv_grad_input",
-                median_time(1, reps, || Ok(parts::grad_input(&x, &w, &gy, g, s.cout)))?,
-            );
-        }
-        add(
-            "conv_grad_weight",
-            median_time(1, reps, || Ok(parts::grad_weight(&x, &w, &gy, g, s.cout)))?,
-        );
+        let fwd = median_time(1, reps, || Ok(parts::forward(&x, &w, g, s.cout)))?;
+        add("conv_fwd", 2.0 * fwd);
+        // The stem's input is the image: no gradient.
+        let gi = if i > 0 {
+            median_time(1, reps, || Ok(parts::grad_input(&x, &w, &gy, g, s.cout)))?
+        } else {
+            0.0
+        };
+        add("conv_grad_input", gi);
+        let gw = median_time(1, reps, || Ok(parts::grad_weight(&x, &w, &gy, g, s.cout)))?;
+        add("conv_grad_weight", gw);
+        let gflop = 2.0 * (n * s.cout * s.out_side() * s.out_side() * s.cin * s.k * s.k) as f64 / 1e9;
+        let rate = |t: f64| if t > 0.0 { gflop / t } else { 0.0 };
+        layers.push(ConvLayerTime {
+            shape: format!("{}->{} {}x{} s{} {}px", s.cin, s.cout, s.k, s.k, s.stride, s.side),
+            gflop,
+            gflops_fwd: rate(fwd),
+            gflops_grad_input: rate(gi),
+            gflops_grad_weight: rate(gw),
+        });
         // The BN after this conv: train forward + backward (query encoder), train forward (key).
         let y = Var::from_tensor(&randn(&out, &dev)?)?;
         let gyt = randn(&out, &dev)?;
@@ -242,7 +271,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<BTreeMap<String, f64>> {
             );
         }
     }
-    Ok(ops)
+    Ok((ops, layers))
 }
 
 /// What the augmentation benchmark measured.

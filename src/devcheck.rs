@@ -127,22 +127,34 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
             Ok(vec![y, gx, gw])
         })?;
     }
-    for (n, c, side, groups) in [(16, 8, 8, 4), (8, 32, 4, 2)] {
+    for (n, c, side, groups, relu) in [(16, 8, 8, 4, false), (8, 32, 4, 2, false), (16, 8, 8, 4, true)] {
         let x = (randn(&[n, c, side, side], &mut rng)? * 3.0)?.affine(1.0, 0.5)?;
         let w = randn(&[c], &mut rng)?.affine(0.5, 1.0)?;
         let b = randn(&[c], &mut rng)?;
         let r = randn(&[n, c, side, side], &mut rng)?;
-        let name = format!("batch-norm train {groups} groups {c}ch {side}px");
+        let name = format!("batch-norm{} train {groups} groups {c}ch {side}px", if relu { "+relu" } else { "" });
         p.compare(&name, &["forward", "mean", "var", "grad-input", "grad-weight", "grad-bias"], &|d| {
             let (xv, wv, bv) = (
                 Var::from_tensor(&x.to_device(d)?)?,
                 Var::from_tensor(&w.to_device(d)?)?,
                 Var::from_tensor(&b.to_device(d)?)?,
             );
-            let (y, mean, var) = batch_norm_train(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), groups)?;
+            let (y, mean, var) = batch_norm_train(xv.as_tensor(), wv.as_tensor(), bv.as_tensor(), groups, relu)?;
             let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
             let get = |v: &Var| g.get(v.as_tensor()).cloned().context("no gradient");
             Ok(vec![y, mean, var, get(&xv)?, get(&wv)?, get(&bv)?])
+        })?;
+    }
+    {
+        let a = randn(&[8, 16, 8, 8], &mut rng)?;
+        let b = randn(&[8, 16, 8, 8], &mut rng)?;
+        let r = randn(&[8, 16, 8, 8], &mut rng)?;
+        p.compare("add+relu (residual join)", &["forward", "grad-a", "grad-b"], &|d| {
+            let (av, bv) = (Var::from_tensor(&a.to_device(d)?)?, Var::from_tensor(&b.to_device(d)?)?);
+            let y = crate::model::layers::add_relu(av.as_tensor(), bv.as_tensor())?;
+            let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
+            let get = |v: &Var| g.get(v.as_tensor()).cloned().context("no gradient");
+            Ok(vec![y, get(&av)?, get(&bv)?])
         })?;
     }
     {

@@ -53,23 +53,26 @@ fn sum_sq_dev(xs: &[f32], mean: f32) -> f64 {
         .sum()
 }
 
-/// Σdy and Σdy·(x−μ) like [`sum`].
-fn sum_dy_dev(dy: &[f32], xs: &[f32], mean: f32) -> (f64, f64) {
+/// Σdy′ and Σdy′·(x−μ) like [`sum`], where `dy′ = eff(dy, x)` (dy itself, or dy masked by
+/// the fused ReLU).
+fn sum_dy_dev(dy: &[f32], xs: &[f32], mean: f32, eff: impl Fn(f32, f32) -> f32) -> (f64, f64) {
     let (mut s1, mut s2) = (0f64, 0f64);
     for (dch, xch) in dy.chunks(256).zip(xs.chunks(256)) {
         let (mut a, mut b) = ([0f32; 8], [0f32; 8]);
         let (mut di, mut xi) = (dch.chunks_exact(8), xch.chunks_exact(8));
         for (d, x) in (&mut di).zip(&mut xi) {
             for i in 0..8 {
-                a[i] += d[i];
-                b[i] += d[i] * (x[i] - mean);
+                let e = eff(d[i], x[i]);
+                a[i] += e;
+                b[i] += e * (x[i] - mean);
             }
         }
         s1 += a.iter().sum::<f32>() as f64;
         s2 += b.iter().sum::<f32>() as f64;
         for (d, x) in di.remainder().iter().zip(xi.remainder()) {
-            s1 += *d as f64;
-            s2 += *d as f64 * (*x - mean) as f64;
+            let e = eff(*d, *x);
+            s1 += e as f64;
+            s2 += e as f64 * (*x - mean) as f64;
         }
     }
     (s1, s2)
@@ -78,6 +81,8 @@ fn sum_dy_dev(dy: &[f32], xs: &[f32], mean: f32) -> (f64, f64) {
 struct BnTrain {
     splits: usize,
     eps: f64,
+    /// ReLU fused after the affine map (`y = max(0, bn(x))`).
+    relu: bool,
     stats: Arc<Mutex<GroupStats>>,
 }
 
@@ -128,8 +133,11 @@ impl CustomOp3 for BnTrain {
                         for o in planes() {
                             // SAFETY: each (image, channel) plane is written by exactly one task.
                             let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(o), hw) };
-                            for (d, &v) in dst.iter_mut().zip(&x[o..o + hw]) {
-                                *d = v * scale + shift;
+                            let src = &x[o..o + hw];
+                            if self.relu {
+                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0));
+                            } else {
+                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
                             }
                         }
                         (mean as f32, var as f32)
@@ -155,7 +163,7 @@ impl CustomOp3 for BnTrain {
         &self,
         x: &Tensor,
         wt: &Tensor,
-        _b: &Tensor,
+        bias: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -167,6 +175,7 @@ impl CustomOp3 for BnTrain {
         let m = (per * hw) as f64;
         let stats = self.stats.lock().unwrap().clone();
         let wv = super::tensor_vec(wt)?;
+        let bv = super::tensor_vec(bias)?;
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else {
@@ -186,13 +195,19 @@ impl CustomOp3 for BnTrain {
                     let mean = stats.mean[gi * c + ch] as f64;
                     let inv = 1.0 / (stats.var[gi * c + ch] as f64 + self.eps).sqrt();
                     let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
+                    // With the fused ReLU, dy′ = dy where the output was positive, else 0
+                    // (PyTorch's threshold_backward); the output is recomputed from x.
+                    let scale = (wv[ch] as f64 * inv) as f32;
+                    let shift = (bv[ch] as f64 - mean * wv[ch] as f64 * inv) as f32;
+                    let relu = self.relu;
+                    let eff = move |d: f32, v: f32| if !relu || v * scale + shift > 0.0 { d } else { 0.0 };
                     let (mut s_dy, mut s_dyx) = (0f64, 0f64);
                     for o in planes() {
-                        let (a, b) = sum_dy_dev(&dy[o..o + hw], &xv[o..o + hw], mean as f32);
+                        let (a, b) = sum_dy_dev(&dy[o..o + hw], &xv[o..o + hw], mean as f32, eff);
                         s_dy += a;
                         s_dyx += b * inv;
                     }
-                    // dx = k·(m·dy − Σdy − x̂·Σdy·x̂) = a·dy + b·(x − μ) + c
+                    // dx = k·(m·dy′ − Σdy′ − x̂·Σdy′·x̂) = a·dy′ + b·(x − μ) + c
                     let k = wv[ch] as f64 * inv / m;
                     let (ca, cb, cc) = ((k * m) as f32, (-k * inv * s_dyx) as f32, (-k * s_dy) as f32);
                     let mf = mean as f32;
@@ -200,7 +215,7 @@ impl CustomOp3 for BnTrain {
                         // SAFETY: each (image, channel) plane is written by exactly one task.
                         let dst = unsafe { std::slice::from_raw_parts_mut(dp.0.add(o), hw) };
                         for ((dd, &d), &v) in dst.iter_mut().zip(&dy[o..o + hw]).zip(&xv[o..o + hw]) {
-                            *dd = ca * d + cb * (v - mf) + cc;
+                            *dd = ca * eff(d, v) + cb * (v - mf) + cc;
                         }
                     }
                     dw += s_dyx;
@@ -222,10 +237,20 @@ impl CustomOp3 for BnTrain {
 /// # Shapes
 /// `x (N, C, H, W)` with `N % splits == 0`, `weight`, `bias` `(C)` → `(N, C, H, W)`
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
+    bn_train_op(x, weight, bias, splits, eps, false)
+}
+
+/// [`batch_norm_train`] followed by a ReLU, in the same passes: `max(0, bn(x))`.
+pub fn batch_norm_relu_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
+    bn_train_op(x, weight, bias, splits, eps, true)
+}
+
+fn bn_train_op(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64, relu: bool) -> Result<(Tensor, GroupStats)> {
     let stats = Arc::new(Mutex::new(GroupStats::default()));
     let op = BnTrain {
         splits,
         eps,
+        relu,
         stats: stats.clone(),
     };
     let y = x.contiguous()?.apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)?;

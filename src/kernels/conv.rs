@@ -55,14 +55,16 @@ fn valid_range(size: usize, out: usize, kk: usize, g: &ConvGeom) -> (usize, usiz
     (lo.min(hi), hi)
 }
 
-/// One image's im2col into `cols` `(C·k·k, Ho·Wo)`. Only in-range taps are written, so the
-/// padding entries keep whatever `cols` held: callers zero the buffer once and reuse it for
-/// images of the same geometry.
-fn im2col_one(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
+/// One image's im2col into `cols` `(C·k·k, Ho·Wo)`, rows `ld` apart (`ld = B·Ho·Wo` when `B`
+/// images share one column matrix, this image's block starting at `cols[0]`). Only in-range
+/// taps are written, so the padding entries keep whatever `cols` held: callers zero the buffer
+/// once and reuse it for images of the same geometry.
+fn im2col_one(x: &[f32], g: &ConvGeom, cols: &mut [f32], ld: usize) {
     let (ho, wo) = (g.ho(), g.wo());
     let plane = ho * wo;
     let hw = g.h * g.w;
-    for (j, dst) in cols.chunks_exact_mut(plane).enumerate() {
+    for j in 0..g.row_len() {
+        let dst = &mut cols[j * ld..j * ld + plane];
         let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
         let (oy0, oy1) = valid_range(g.h, ho, ky, g);
         let (ox0, ox1) = valid_range(g.w, wo, kx, g);
@@ -83,12 +85,14 @@ fn im2col_one(x: &[f32], g: &ConvGeom, cols: &mut [f32]) {
     }
 }
 
-/// Adjoint of [`im2col_one`]: adds `cols` `(C·k·k, Ho·Wo)` into one image `gx` `(C, H, W)`.
-fn col2im_one(cols: &[f32], g: &ConvGeom, gx: &mut [f32]) {
+/// Adjoint of [`im2col_one`]: adds `cols` `(C·k·k, Ho·Wo)` (rows `ld` apart) into one image
+/// `gx` `(C, H, W)`.
+fn col2im_one(cols: &[f32], g: &ConvGeom, gx: &mut [f32], ld: usize) {
     let (ho, wo) = (g.ho(), g.wo());
     let plane = ho * wo;
     let hw = g.h * g.w;
-    for (j, src) in cols.chunks_exact(plane).enumerate() {
+    for j in 0..g.row_len() {
+        let src = &cols[j * ld..j * ld + plane];
         let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
         let (oy0, oy1) = valid_range(g.h, ho, ky, g);
         let (ox0, ox1) = valid_range(g.w, wo, kx, g);
@@ -116,23 +120,64 @@ fn is_pointwise(g: &ConvGeom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
-/// A zeroed `(C·k·k, Ho·Wo)` buffer for [`columns`] (empty when the image is its own columns).
-fn column_buffer(g: &ConvGeom) -> Vec<f32> {
-    if is_pointwise(g) {
-        Vec::new()
-    } else {
-        vec![0f32; g.row_len() * g.ho() * g.wo()]
+/// Columns per GEMM worth aiming for: below it (the deep layers' 8×8 and 4×4 outputs) several
+/// images share one column matrix, since a GEMM with a narrow N runs far below peak.
+const GEMM_MIN_N: usize = 256;
+
+/// Images per GEMM for this geometry (1 when one image's output plane is wide enough).
+fn images_per_gemm(g: &ConvGeom) -> usize {
+    GEMM_MIN_N.div_ceil(g.ho() * g.wo()).clamp(1, g.n.max(1))
+}
+
+/// Scratch of one task: the column matrix of a block of `b` images, `(C·k·k, b·Ho·Wo)`, zeroed
+/// once (padding taps are never written), plus a `(Cout, b·Ho·Wo)` output/gradient block.
+struct Scratch {
+    cols: Vec<f32>,
+    block: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(g: &ConvGeom, cout: usize, b: usize) -> Self {
+        let plane = g.ho() * g.wo();
+        let direct = b == 1 && is_pointwise(g);
+        Self {
+            cols: if direct { Vec::new() } else { vec![0f32; g.row_len() * b * plane] },
+            block: if b == 1 { Vec::new() } else { vec![0f32; cout * b * plane] },
+        }
+    }
+
+    /// The column matrix of images `x[i0..i0+nb]` (`nb ≤ b`), rows `b·Ho·Wo` apart whatever
+    /// `nb` (so the never-written padding entries stay where they were zeroed): the image itself
+    /// for a single pointwise image, else im2col into the buffer.
+    fn columns<'a>(&'a mut self, x: &'a [f32], g: &ConvGeom, i0: usize, nb: usize, b: usize) -> &'a [f32] {
+        let (chw, plane) = (g.c * g.h * g.w, g.ho() * g.wo());
+        if b == 1 && is_pointwise(g) {
+            return &x[i0 * chw..(i0 + 1) * chw];
+        }
+        for j in 0..nb {
+            let i = i0 + j;
+            im2col_one(&x[i * chw..(i + 1) * chw], g, &mut self.cols[j * plane..], b * plane);
+        }
+        &self.cols
     }
 }
 
-/// Image `xi`'s column matrix: `xi` itself for a pointwise convolution, else im2col into `buf`
-/// (from [`column_buffer`], reused across images of the same geometry).
-fn columns<'a>(xi: &'a [f32], g: &ConvGeom, buf: &'a mut [f32]) -> &'a [f32] {
-    if is_pointwise(g) {
-        xi
-    } else {
-        im2col_one(xi, g, buf);
-        buf
+/// Copy images `i0..i0+b` of an NCHW tensor with `ch` channels into a `(ch, b·plane)` block.
+fn gather(t: &[f32], ch: usize, plane: usize, i0: usize, b: usize, block: &mut [f32]) {
+    for j in 0..b {
+        for c in 0..ch {
+            let src = &t[((i0 + j) * ch + c) * plane..][..plane];
+            block[c * b * plane + j * plane..][..plane].copy_from_slice(src);
+        }
+    }
+}
+
+/// The inverse of [`gather`]: a `(ch, b·plane)` block into images `0..b` of `t` (NCHW).
+fn scatter(block: &[f32], ch: usize, plane: usize, b: usize, t: &mut [f32]) {
+    for j in 0..b {
+        for c in 0..ch {
+            t[(j * ch + c) * plane..][..plane].copy_from_slice(&block[c * b * plane + j * plane..][..plane]);
+        }
     }
 }
 
@@ -150,7 +195,24 @@ fn sgemm(
     rhs: &[f32],
     rhs_rc: (usize, usize),
 ) {
-    debug_assert!(dst.len() >= m * n);
+    sgemm_ld(m, n, k, dst, n, accumulate, lhs, lhs_rc, rhs, rhs_rc)
+}
+
+/// [`sgemm`] into a `dst` whose rows are `ld` apart.
+#[allow(clippy::too_many_arguments)]
+fn sgemm_ld(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rc: (usize, usize),
+    rhs: &[f32],
+    rhs_rc: (usize, usize),
+) {
+    debug_assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * ld + n);
     debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
     debug_assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
     // SAFETY: the bounds above hold for every index gemm touches; dst does not alias lhs/rhs.
@@ -161,7 +223,7 @@ fn sgemm(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            ld as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_rc.1 as isize,
@@ -179,17 +241,29 @@ fn sgemm(
     }
 }
 
-/// Forward: per image, `y_i (Cout, Ho·Wo) = W (Cout, C·k·k) · im2col(x_i)`, written straight
-/// into NCHW. The column buffer is per task and stays in cache.
+/// Forward: per block of `b` images ([`images_per_gemm`]), `Y (Cout, b·Ho·Wo) = W (Cout, C·k·k)
+/// · cols`, written straight into NCHW when `b = 1`. The buffers are per task and stay in cache.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     let plane = g.ho() * g.wo();
-    let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
+    let rl = g.row_len();
+    let b = images_per_gemm(&g);
     let mut y = vec![0f32; g.n * cout * plane];
-    y.par_chunks_mut(cout * plane).enumerate().for_each_init(
-        || column_buffer(&g),
-        |buf, (i, yi)| {
-            let c = columns(&x[i * chw..(i + 1) * chw], &g, buf);
-            sgemm(cout, plane, rl, yi, false, w, (rl, 1), c, (plane, 1));
+    y.par_chunks_mut(b * cout * plane).enumerate().for_each_init(
+        || Scratch::new(&g, cout, b),
+        |sc, (blk, yb)| {
+            let nb = yb.len() / (cout * plane);
+            let i0 = blk * b;
+            if b == 1 {
+                let c = sc.columns(x, &g, i0, 1, 1);
+                sgemm(cout, plane, rl, yb, false, w, (rl, 1), c, (plane, 1));
+            } else {
+                let mut block = std::mem::take(&mut sc.block);
+                let c = sc.columns(x, &g, i0, nb, b);
+                // A short last block uses the first nb·plane columns of each row.
+                sgemm(cout, nb * plane, rl, &mut block, false, w, (rl, 1), c, (b * plane, 1));
+                scatter(&block, cout, plane, nb, yb);
+                sc.block = block;
+            }
         },
     );
     y
@@ -200,10 +274,10 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 /// same bits on any machine.
 const BWD_CHUNKS: usize = 8;
 
-/// Backward: per image, `gW += gy_i · im2col(x_i)ᵀ` (one accumulator per chunk of images,
-/// summed in order at the end) and `gx_i = col2im(Wᵀ · gy_i)`; either gradient is skipped when
-/// not wanted (the stem's input is the image). The column matrices are never materialised for
-/// the whole batch and never enter autograd.
+/// Backward, per block of `b` images ([`images_per_gemm`]): `gW += gY · colsᵀ` (one
+/// accumulator per chunk of images, summed in order at the end) and `gX = col2im(Wᵀ · gY)`;
+/// either gradient is skipped when not wanted (the stem's input is the image). The column
+/// matrices are never materialised for the whole batch and never enter autograd.
 fn conv_bwd_cpu(
     x: &[f32],
     w: &[f32],
@@ -215,8 +289,9 @@ fn conv_bwd_cpu(
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
     let plane = g.ho() * g.wo();
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
-    let per_chunk = g.n.div_ceil(BWD_CHUNKS).max(1);
-    // Without gx the chunks still walk images; they then write into a one-image scratch.
+    let b = images_per_gemm(&g);
+    // Fixed chunks (independent of the thread count), each a whole number of blocks.
+    let per_chunk = g.n.div_ceil(BWD_CHUNKS).max(1).next_multiple_of(b);
     let mut gx = vec![0f32; if want_gx { g.n * chw } else { 0 }];
     let chunks: Vec<(usize, &mut [f32])> = if want_gx {
         gx.chunks_mut(chw * per_chunk).enumerate().collect()
@@ -227,25 +302,54 @@ fn conv_bwd_cpu(
         .into_par_iter()
         .map(|(ci, gx_chunk)| {
             let mut gw = vec![0f32; if want_gw { cout * rl } else { 0 }];
-            let mut buf = column_buffer(&g);
-            let mut gcols = column_buffer(&g);
-            let images = (ci * per_chunk)..((ci + 1) * per_chunk).min(g.n);
-            for i in images {
-                let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
+            let mut sc = Scratch::new(&g, cout, b);
+            let mut gy_buf = vec![0f32; if b == 1 { 0 } else { cout * b * plane }];
+            let mut gcols = vec![
+                0f32;
+                if want_gx && !(b == 1 && is_pointwise(&g)) {
+                    rl * b * plane
+                } else {
+                    0
+                }
+            ];
+            let (lo, hi) = (ci * per_chunk, ((ci + 1) * per_chunk).min(g.n));
+            for i0 in (lo..hi).step_by(b) {
+                let nb = b.min(hi - i0);
+                let cols_n = nb * plane;
+                // gY of the block as (Cout, nb·plane), rows nb·plane apart.
+                let gy_block: &[f32] = if b == 1 {
+                    &gy[i0 * cout * plane..(i0 + 1) * cout * plane]
+                } else {
+                    gather(gy, cout, plane, i0, nb, &mut gy_buf);
+                    &gy_buf
+                };
                 if want_gw {
-                    let c = columns(&x[i * chw..(i + 1) * chw], &g, &mut buf);
-                    // gW (Cout, rl) += gy_i (Cout, plane) · colsᵀ (plane, rl)
-                    sgemm(cout, rl, plane, &mut gw, true, gyi, (plane, 1), c, (1, plane));
+                    let c = sc.columns(x, &g, i0, nb, b);
+                    // gW (Cout, rl) += gY (Cout, nb·plane) · colsᵀ (nb·plane, rl)
+                    sgemm(cout, rl, cols_n, &mut gw, true, gy_block, (cols_n, 1), c, (1, b * plane));
                 }
                 if want_gx {
-                    let j = i - ci * per_chunk;
-                    let gxi = &mut gx_chunk[j * chw..(j + 1) * chw];
-                    if is_pointwise(&g) {
-                        // gx_i (C, plane) = Wᵀ (C, Cout) · gy_i
-                        sgemm(rl, plane, cout, gxi, false, w, (1, rl), gyi, (plane, 1));
+                    let gx_off = (i0 - lo) * chw;
+                    if b == 1 && is_pointwise(&g) {
+                        // gX_i (C, plane) = Wᵀ (C, Cout) · gY_i
+                        sgemm(
+                            rl,
+                            plane,
+                            cout,
+                            &mut gx_chunk[gx_off..gx_off + chw],
+                            false,
+                            w,
+                            (1, rl),
+                            gy_block,
+                            (plane, 1),
+                        );
                     } else {
-                        sgemm(rl, plane, cout, &mut gcols, false, w, (1, rl), gyi, (plane, 1));
-                        col2im_one(&gcols, &g, gxi);
+                        // gcols (rl, nb·plane), rows b·plane apart = Wᵀ · gY
+                        sgemm_ld(rl, cols_n, cout, &mut gcols, b * plane, false, w, (1, rl), gy_block, (cols_n, 1));
+                        for j in 0..nb {
+                            let gxi = &mut gx_chunk[gx_off + j * chw..gx_off + (j + 1) * chw];
+                            col2im_one(&gcols[j * plane..], &g, gxi, b * plane);
+                        }
                     }
                 }
             }
@@ -379,6 +483,9 @@ mod tests {
             (1, 2, 2, 3, 3, 3, 2, 1),
             (9, 4, 8, 8, 6, 3, 1, 1),
             (5, 6, 6, 6, 4, 1, 2, 0),
+            (13, 3, 6, 6, 4, 3, 1, 1),
+            (11, 5, 4, 4, 7, 1, 1, 0),
+            (19, 8, 8, 8, 16, 3, 2, 1),
         ] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
@@ -493,9 +600,9 @@ mod tests {
             .map(|_| rng.random_range(-1.0..1.0))
             .collect();
         let mut cols = vec![0f32; y.len()];
-        im2col_one(&x, &g, &mut cols);
+        im2col_one(&x, &g, &mut cols, g.ho() * g.wo());
         let mut back = vec![0f32; x.len()];
-        col2im_one(&y, &g, &mut back);
+        col2im_one(&y, &g, &mut back, g.ho() * g.wo());
         let lhs: f64 = cols.iter().zip(&y).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         let rhs: f64 = x.iter().zip(&back).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
         assert!((lhs - rhs).abs() < 1e-4, "{lhs} vs {rhs}");

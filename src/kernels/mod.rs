@@ -12,6 +12,7 @@ pub mod batch_norm;
 pub mod conv;
 
 use candle_core::{CpuStorage, Device, Layout, Result, Tensor};
+use rayon::prelude::*;
 use std::cell::Cell;
 
 thread_local! {
@@ -28,6 +29,48 @@ pub fn set_enabled(on: bool) {
 /// Whether the layers take the CPU kernels on `device` (CPU, and enabled on this thread).
 pub fn use_cpu_kernels(device: &Device) -> bool {
     device.is_cpu() && ENABLED.with(|e| e.get())
+}
+
+/// `max(0, a + b)` as one node; its backward passes `grad · [y > 0]` to both inputs (one pass,
+/// one tensor shared by the two gradients).
+struct AddRelu;
+
+impl candle_core::CustomOp2 for AddRelu {
+    fn name(&self) -> &'static str {
+        "add_relu"
+    }
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, candle_core::Shape)> {
+        let (a, b) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("add_relu: shapes {:?} and {:?} differ", l1.shape(), l2.shape());
+        }
+        let mut y = vec![0f32; a.len()];
+        y.par_chunks_mut(ELEMWISE_CHUNK)
+            .zip(a.par_chunks(ELEMWISE_CHUNK).zip(b.par_chunks(ELEMWISE_CHUNK)))
+            .for_each(|(y, (a, b))| y.iter_mut().zip(a.iter().zip(b)).for_each(|(y, (a, b))| *y = (a + b).max(0.0)));
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+    fn bwd(&self, a: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (g, y) = (tensor_vec(grad)?, tensor_vec(res)?);
+        let mut out = vec![0f32; g.len()];
+        out.par_chunks_mut(ELEMWISE_CHUNK)
+            .zip(g.par_chunks(ELEMWISE_CHUNK).zip(y.par_chunks(ELEMWISE_CHUNK)))
+            .for_each(|(o, (g, y))| {
+                o.iter_mut()
+                    .zip(g.iter().zip(y))
+                    .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
+            });
+        let gt = Tensor::from_vec(out, a.shape(), a.device())?;
+        Ok((Some(gt.clone()), Some(gt)))
+    }
+}
+
+/// Elements per parallel task of the elementwise kernels.
+const ELEMWISE_CHUNK: usize = 1 << 15;
+
+/// `max(0, a + b)` for two CPU tensors of one shape, one autograd node.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    a.contiguous()?.apply_op2(&b.contiguous()?, AddRelu)
 }
 
 /// The contiguous f32 slice a CPU storage + layout designates.

@@ -105,6 +105,15 @@ impl BatchNorm2d {
     /// the running stats move towards the average over groups of the group mean and unbiased
     /// group variance (for `splits = 1` exactly `torch.nn.BatchNorm2d`).
     pub fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        self.forward_maybe_relu(x, mode, false)
+    }
+
+    /// `max(0, bn(x))`: on CPU in train mode one fused node (the BN pass writes the ReLU).
+    pub fn forward_relu(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        self.forward_maybe_relu(x, mode, true)
+    }
+
+    fn forward_maybe_relu(&self, x: &Tensor, mode: BnMode, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let wt = self.weight.as_tensor();
         let bs = self.bias.as_tensor();
@@ -113,12 +122,18 @@ impl BatchNorm2d {
                 let inv = (self.running_var.as_tensor() + BN_EPS)?.sqrt()?.recip()?;
                 let scale = (wt * inv)?; // (C)
                 let shift = (bs - (self.running_mean.as_tensor() * &scale)?)?;
-                x.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-                    .broadcast_add(&shift.reshape((1, c, 1, 1))?)
+                let y = x
+                    .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                    .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+                if relu {
+                    y.relu()
+                } else {
+                    Ok(y)
+                }
             }
             BnMode::Train { splits } => {
                 let g = splits;
-                let (y, mean, var) = batch_norm_train(x, wt, bs, g)?;
+                let (y, mean, var) = batch_norm_train(x, wt, bs, g, relu)?;
                 // Running statistics (no gradient): average over groups, unbiased variance.
                 let m = ((n / g) * h * w) as f64;
                 let gm = mean.detach().mean(0)?;
@@ -134,16 +149,29 @@ impl BatchNorm2d {
     }
 }
 
-/// Train-mode BN as the layers run it (the fused kernel on CPU, candle's ops elsewhere):
-/// `y`, group means and biased group variances `(G, C)`.
-pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize) -> Result<(Tensor, Tensor, Tensor)> {
+/// Train-mode BN as the layers run it (the fused kernel on CPU, candle's ops elsewhere), with
+/// an optional ReLU after it: `y`, group means and biased group variances `(G, C)`.
+pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    use crate::kernels::batch_norm as k;
     if crate::kernels::use_cpu_kernels(x.device()) {
         let c = x.dim(1)?;
-        let (y, st) = crate::kernels::batch_norm::batch_norm_train(x, weight, bias, g, BN_EPS)?;
+        let f = if relu { k::batch_norm_relu_train } else { k::batch_norm_train };
+        let (y, st) = f(x, weight, bias, g, BN_EPS)?;
         let dev = x.device();
         Ok((y, Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
     } else {
-        batch_norm_composed(x, weight, bias, g)
+        let (y, mean, var) = batch_norm_composed(x, weight, bias, g)?;
+        Ok((if relu { y.relu()? } else { y }, mean, var))
+    }
+}
+
+/// `max(0, a + b)` (the residual join): on CPU one node whose backward masks the gradient once
+/// for both inputs; elsewhere candle's add and relu.
+pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if crate::kernels::use_cpu_kernels(a.device()) {
+        crate::kernels::add_relu(a, b)
+    } else {
+        (a + b)?.relu()
     }
 }
 

@@ -13,7 +13,7 @@
 //! Bottleneck is torchvision's v1.5 (stride on the 3×3 conv). The CIFAR stem replaces the
 //! 7×7 conv with a 3×3 stride-1 conv and drops the max-pool, as in the MoCo CIFAR demo.
 
-use super::layers::{avg_pool, max_pool_3x3_s2, BatchNorm2d, BnMode, Conv2d, Linear};
+use super::layers::{add_relu, avg_pool, max_pool_3x3_s2, BatchNorm2d, BnMode, Conv2d, Linear};
 use super::params::ParamStore;
 use crate::config::{Arch, HeadKind, ModelConfig, Stem};
 use candle_core::{Result, Tensor};
@@ -30,16 +30,18 @@ impl Block {
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
-            y = bn.forward(&conv.forward(&y)?, mode)?;
-            if i < last {
-                y = y.relu()?;
-            }
+            let z = conv.forward(&y)?;
+            y = if i < last {
+                bn.forward_relu(&z, mode)?
+            } else {
+                bn.forward(&z, mode)?
+            };
         }
         let shortcut = match &self.downsample {
             Some((c, bn)) => bn.forward(&c.forward(x)?, mode)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        add_relu(&y, &shortcut)
     }
 }
 
@@ -151,7 +153,7 @@ impl Encoder {
 
     /// Backbone: `(N, 3, S, S)` → pooled features `(N, feat)`.
     pub fn features(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
-        let mut y = self.stem.1.forward(&self.stem.0.forward(x)?, mode)?.relu()?;
+        let mut y = self.stem.1.forward_relu(&self.stem.0.forward(x)?, mode)?;
         if self.imagenet_stem {
             y = max_pool_3x3_s2(&y)?;
         }

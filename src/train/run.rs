@@ -40,12 +40,24 @@ pub struct TrainOptions {
 
 /// The device a config asks for.
 pub fn make_device(spec: &str) -> Result<Device> {
+    // candle's errors carry a backtrace in their Display; the first line is the message.
+    let first_line = |e: candle_core::Error| e.to_string().lines().next().unwrap_or_default().to_string();
     Ok(match parse_device(spec)? {
         DeviceRequest::Cpu => Device::Cpu,
-        DeviceRequest::Cuda(n) => {
-            Device::new_cuda(n).with_context(|| format!("device = {spec:?}: no CUDA device (build with --features cuda)"))?
+        DeviceRequest::Cuda(_) if !cfg!(feature = "cuda") => {
+            anyhow::bail!("device = {spec:?}: this binary is built without CUDA (cargo build --release --features cuda)")
         }
-        DeviceRequest::Auto => Device::cuda_if_available(0)?,
+        DeviceRequest::Cuda(n) => {
+            Device::new_cuda(n).map_err(|e| anyhow::anyhow!("device = {spec:?}: no usable CUDA device {n}: {}", first_line(e)))?
+        }
+        DeviceRequest::Auto if cfg!(feature = "cuda") => match Device::new_cuda(0) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("device = \"auto\": no usable CUDA device ({}); using the CPU", first_line(e));
+                Device::Cpu
+            }
+        },
+        DeviceRequest::Auto => Device::Cpu,
     })
 }
 
