@@ -3,9 +3,9 @@
 # number is a median after warm-up, but a shared machine still moves them by ~15%; the ratios
 # compare runs made minutes apart in this one invocation.
 #
-#   bench/run.sh                 # everything: step at batch 64 and 256 (+ per-op breakdown),
+#   bench/run.sh                 # everything: step at batch 64 (+ per-op breakdown) and 256,
 #                                # K=256 vs K=65536 (queue and memory bank), augmentation
-#   bench/run.sh step 64         # one step comparison
+#   bench/run.sh step 64         # one step comparison, with the per-op breakdown
 #   PYTHON=/path/to/venv/bin/python bench/run.sh   # default: bench/.venv/bin/python
 #
 # Needs: cargo (builds target/release/moco) and a venv with torch + torchvision (`just bench-venv`).
@@ -22,12 +22,12 @@ DATA=${DATA:-../shared/data/cifar10-jpeg}
 
 have_torch() { "$PY" -c 'import torch, torchvision' 2>/dev/null; }
 
-step() {  # step BATCH: ours and PyTorch, same model and step, then the ratio
-  local b=$1
+step() {  # step BATCH [--ops]: ours and PyTorch, same model and step, then the ratio
+  local b=$1 ops=${2:-}
   echo "== step, batch $b =="
-  "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" --ops --json "$OUT/ours-b$b.json" >/dev/null
+  "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" $ops --json "$OUT/ours-b$b.json" >/dev/null
   if have_torch; then
-    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" --ops \
+    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" $ops \
       --json "$OUT/torch-b$b.json" >/dev/null
     "$MOCO" bench compare "$OUT/ours-b$b.json" "$OUT/torch-b$b.json"
   else
@@ -35,11 +35,12 @@ step() {  # step BATCH: ours and PyTorch, same model and step, then the ratio
   fi
 }
 
-kcost() {  # kcost MODE: step time at K=65536 against K=256 (the paper: the queue costs little)
+kcost() {  # kcost MODE: step time at K=65536 against K=256 (the paper: the queue costs little).
+  # At width 8 the step is 30x cheaper than at 64, so the dictionary's share is at its largest.
   local mode=$1
-  echo "== K cost, $mode, batch 256 =="
+  echo "== K cost, $mode, batch 256, width 8 =="
   for k in 256 65536; do
-    "$MOCO" bench step bench/step.toml --set train.batch_size=256 --set dictionary.mode="$mode" \
+    "$MOCO" bench step bench/step.toml --set model.width=8 --set train.batch_size=256 --set dictionary.mode="$mode" \
       --set dictionary.size=$k --steps "$STEPS" --json "$OUT/k$k-$mode.json" >/dev/null
   done
   python3 - "$OUT/k256-$mode.json" "$OUT/k65536-$mode.json" <<'PY'
@@ -63,9 +64,9 @@ augment() {
 
 echo "# $(date -u +%FT%TZ)  commit $(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)  $(nproc) cores  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 case "${1:-all}" in
-  step) step "${2:-64}" ;;
+  step) step "${2:-64}" --ops ;;
   k) kcost moco; kcost memory_bank ;;
   augment) augment ;;
-  all) step 64; step 256; kcost moco; kcost memory_bank; augment ;;
+  all) step 64 --ops; step 256; kcost moco; kcost memory_bank; augment ;;
   *) echo "usage: bench/run.sh [all | step BATCH | k | augment]" >&2; exit 2 ;;
 esac
