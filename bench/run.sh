@@ -35,12 +35,12 @@ step() {  # step BATCH [--ops]: ours and PyTorch, same model and step, then the 
   fi
 }
 
-kcost() {  # kcost MODE: step time at K=65536 against K=256 (the paper: the queue costs little).
-  # At width 8 the step is 30x cheaper than at 64, so the dictionary's share is at its largest.
+kcost() {  # kcost MODE: step time at K=65536 against K=256 (the paper: the queue costs little),
+  # bench/step.toml's model at batch 64; the bank holds 50,000 rows (CIFAR-10's training set).
   local mode=$1
-  echo "== K cost, $mode, batch 256, width 8 =="
+  echo "== K cost, $mode, batch 64 =="
   for k in 256 65536; do
-    "$MOCO" bench step bench/step.toml --set model.width=8 --set train.batch_size=256 --set dictionary.mode="$mode" \
+    "$MOCO" bench step bench/step.toml --set data.synthetic_train=50000 --set dictionary.mode="$mode" \
       --set dictionary.size=$k --steps "$STEPS" --json "$OUT/k$k-$mode.json" >/dev/null
   done
   python3 - "$OUT/k256-$mode.json" "$OUT/k65536-$mode.json" <<'PY'

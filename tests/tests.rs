@@ -2,6 +2,8 @@
 
 mod cli;
 mod config;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod golden;
 mod sweep;
 mod train;
