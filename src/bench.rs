@@ -15,7 +15,7 @@ use crate::kernels::conv::{parts, ConvGeom};
 use crate::model::layers::BN_EPS;
 use crate::train::ema::ema_update;
 use crate::train::learner::Learner;
-use crate::train::loss::{contrastive_logits, info_nce_loss, l2_normalize};
+use crate::train::loss::{info_nce, l2_normalize};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
@@ -233,8 +233,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
             add(
                 "queue",
                 median_time(1, reps, || {
-                    let logits = contrastive_logits(q.as_tensor(), &k, &queue.keys, tau, false)?;
-                    drop(info_nce_loss(&logits)?.backward()?);
+                    drop(info_nce(q.as_tensor(), &k, &queue.keys, tau, false)?.0.backward()?);
                     queue.enqueue(&k)?;
                     Ok(())
                 })?,
@@ -253,8 +252,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
                     let idx = Tensor::new(idx.as_slice(), &dev)?;
                     let pos = bank.rows(&idx)?;
                     let negs = bank.rows(&Tensor::new(neg.as_slice(), &dev)?)?;
-                    let logits = contrastive_logits(q.as_tensor(), &pos, &negs, tau, false)?;
-                    drop(info_nce_loss(&logits)?.backward()?);
+                    drop(info_nce(q.as_tensor(), &pos, &negs, tau, false)?.0.backward()?);
                     bank.update(&idx, &q.as_tensor().detach())?;
                     Ok(())
                 })?,
@@ -265,8 +263,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
             add(
                 "queue",
                 median_time(1, reps, || {
-                    let logits = contrastive_logits(q.as_tensor(), kv.as_tensor(), kv.as_tensor(), tau, true)?;
-                    Ok(info_nce_loss(&logits)?.backward()?)
+                    Ok(info_nce(q.as_tensor(), kv.as_tensor(), kv.as_tensor(), tau, true)?.0.backward()?)
                 })?,
             );
         }

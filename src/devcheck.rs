@@ -10,7 +10,7 @@ use crate::eval::knn::knn_top1;
 use crate::model::layers::{batch_norm_train, conv2d};
 use crate::model::{BnMode, Encoder, ParamStore};
 use crate::train::learner::Learner;
-use crate::train::loss::{contrastive_logits, info_nce_loss};
+use crate::train::loss::info_nce;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -190,13 +190,23 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
         let q = randn(&[16, 32], &mut rng)?;
         let kp = randn(&[16, 32], &mut rng)?;
         let neg = randn(&[64, 32], &mut rng)?;
-        p.compare("InfoNCE (1+64 logits, tau 0.2)", &["logits", "loss", "grad-q"], &|d| {
-            let qv = Var::from_tensor(&crate::train::loss::l2_normalize(&q.to_device(d)?)?)?;
-            let logits = contrastive_logits(qv.as_tensor(), &kp.to_device(d)?, &neg.to_device(d)?, 0.2, false)?;
-            let loss = info_nce_loss(&logits)?;
-            let g = loss.backward()?;
-            Ok(vec![logits, loss, g.get(qv.as_tensor()).cloned().context("no gradient")?])
-        })?;
+        for mask in [false, true] {
+            let name = format!(
+                "InfoNCE (tau 0.2{})",
+                if mask { ", 16 keys, diagonal masked" } else { ", 64 negatives" }
+            );
+            let kneg = if mask { kp.clone() } else { neg.clone() };
+            p.compare(&name, &["loss", "accuracy", "grad-q"], &|d| {
+                let qv = Var::from_tensor(&crate::train::loss::l2_normalize(&q.to_device(d)?)?)?;
+                let (loss, acc) = info_nce(qv.as_tensor(), &kp.to_device(d)?, &kneg.to_device(d)?, 0.2, mask)?;
+                let g = loss.backward()?;
+                Ok(vec![
+                    loss,
+                    Tensor::new(&[acc], &Device::Cpu)?,
+                    g.get(qv.as_tensor()).cloned().context("no gradient")?,
+                ])
+            })?;
+        }
     }
     for mode in ["moco", "memory_bank", "end_to_end"] {
         let cfg = tiny(mode)?;

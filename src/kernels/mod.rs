@@ -5,11 +5,13 @@
 //! - [`conv`]: convolution as per-image im2col + GEMM (the `gemm` crate candle itself uses), one
 //!   autograd node whose backward computes both gradients per image (candle's CPU conv
 //!   grad-input is a direct loop).
+//! - [`infonce`]: the InfoNCE loss from the positive and negative logits, one node.
 //! - [`batch_norm`]: train-mode BatchNorm with per-group statistics, forward and backward each
 //!   in one fused pass over the data.
 
 pub mod batch_norm;
 pub mod conv;
+pub mod infonce;
 
 use candle_core::{CpuStorage, Device, Layout, Result, Tensor};
 use rayon::prelude::*;

@@ -11,7 +11,7 @@
 
 use super::dictionary::{KeyQueue, MemoryBank};
 use super::ema::ema_update;
-use super::loss::{contrast_acc1, contrastive_logits, info_nce_loss, l2_normalize};
+use super::loss::{info_nce, l2_normalize};
 use super::optim::Sgd;
 use crate::config::{DictionaryMode, ValidRunConfig};
 use crate::model::{BnMode, Encoder, ParamStore};
@@ -165,18 +165,24 @@ impl Learner {
         let t = self.cfg.moco.temperature;
         let perm = choices.permutation.as_deref();
         let q = l2_normalize(&self.encoder_q.forward(&views[0], self.train_mode())?)?; // (N, C)
-        let (logits, after): (Tensor, AfterStep) = match self.cfg.dictionary.mode {
+                                                                                       // (positive keys, negatives, whether negatives[i] is row i's own positive, then)
+        let (k_pos, negatives, mask_diagonal, after): (Tensor, Tensor, bool, AfterStep) = match self.cfg.dictionary.mode {
             DictionaryMode::Moco => {
                 let (k_store, enc_k) = self.key.as_ref().expect("moco mode has a key encoder");
                 ema_update(&self.q_store, k_store, self.cfg.moco.momentum)?;
                 let k = self.shuffled_forward(enc_k, &views[1], perm)?.detach(); // (N, C)
                 let queue = self.queue.as_ref().expect("moco mode has a queue");
-                let logits = contrastive_logits(&q, &k, &queue.keys, t, false)?; // (N, 1+K)
-                (logits, Box::new(move |s: &mut Self| s.queue.as_mut().expect("queue").enqueue(&k)))
+                let keys = queue.keys.clone();
+                (
+                    k.clone(),
+                    keys,
+                    false,
+                    Box::new(move |s: &mut Self| s.queue.as_mut().expect("queue").enqueue(&k)),
+                )
             }
             DictionaryMode::EndToEnd => {
                 let k = self.shuffled_forward(&self.encoder_q, &views[1], perm)?; // (N, C), with gradient
-                (contrastive_logits(&q, &k, &k, t, true)?, Box::new(|_: &mut Self| Ok(())))
+                (k.clone(), k, true, Box::new(|_: &mut Self| Ok(())))
             }
             DictionaryMode::MemoryBank => {
                 let bank = self.bank.as_ref().expect("memory_bank mode has a bank");
@@ -184,17 +190,17 @@ impl Learner {
                 let pos = bank.rows(&idx)?; // (N, C)
                 let neg_idx = choices.negatives.as_deref().unwrap_or(&[]);
                 let neg = bank.rows(&Tensor::new(neg_idx, &self.device)?)?; // (K, C)
-                let logits = contrastive_logits(&q, &pos, &neg, t, false)?;
                 let qd = q.detach();
                 (
-                    logits,
+                    pos,
+                    neg,
+                    false,
                     Box::new(move |s: &mut Self| s.bank.as_mut().expect("bank").update(&idx, &qd)),
                 )
             }
         };
-        let loss = info_nce_loss(&logits)?;
+        let (loss, acc) = info_nce(&q, &k_pos, &negatives, t, mask_diagonal)?; // over (N, 1+K) logits
         let loss_v = loss.to_scalar::<f32>()?;
-        let acc = contrast_acc1(&logits)?;
         if !loss_v.is_finite() {
             return Ok(StepStats {
                 loss: loss_v,

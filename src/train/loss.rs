@@ -34,6 +34,20 @@ pub fn contrastive_logits(q: &Tensor, k_pos: &Tensor, negatives: &Tensor, temper
     logits.broadcast_add(&Tensor::from_vec(mask, (n, k1), logits.device())?)
 }
 
+/// InfoNCE of queries against one positive and K negatives (as [`contrastive_logits`] then
+/// [`info_nce_loss`]), and the fraction of rows whose positive wins ([`contrast_acc1`]). On CPU
+/// the logits are never materialised ([`crate::kernels::infonce`]); elsewhere the composed ops.
+pub fn info_nce(q: &Tensor, k_pos: &Tensor, negatives: &Tensor, temperature: f64, mask_diagonal: bool) -> Result<(Tensor, f32)> {
+    if crate::kernels::use_cpu_kernels(q.device()) {
+        let l_pos = (q * k_pos)?.sum_keepdim(1)?; // (N, 1)
+        let l_neg = q.matmul(&negatives.t()?)?; // (N, K)
+        crate::kernels::infonce::info_nce(&l_pos, &l_neg, temperature, mask_diagonal)
+    } else {
+        let logits = contrastive_logits(q, k_pos, negatives, temperature, mask_diagonal)?;
+        Ok((info_nce_loss(&logits)?, contrast_acc1(&logits)?))
+    }
+}
+
 /// Cross-entropy with target 0 for every row: mean(logsumexp(row) − row[0]).
 ///
 /// # Shapes
