@@ -303,7 +303,8 @@ fn conv_bwd_cpu(
         .map(|(ci, gx_chunk)| {
             let mut gw = vec![0f32; if want_gw { cout * rl } else { 0 }];
             let mut sc = Scratch::new(&g, cout, b);
-            let mut gy_buf = vec![0f32; if b == 1 { 0 } else { cout * b * plane }];
+            // The scratch's (Cout, b·plane) block holds the gathered gY here.
+            let mut gy_buf = std::mem::take(&mut sc.block);
             let mut gcols = vec![
                 0f32;
                 if want_gx && !(b == 1 && is_pointwise(&g)) {
