@@ -42,7 +42,7 @@ pub enum Command {
         /// Continue the run in this directory from its last checkpoint.
         #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["config", "out", "init"])]
         resume: Option<PathBuf>,
-        /// Start from these weights (and queue, if the file has one).
+        /// Start from these weights (and queue, if the file has one); a file or hf://NS/NAME[@REV].
         #[arg(long, value_name = "CKPT")]
         init: Option<PathBuf>,
         /// Also measure the kNN accuracy of the encoder at initialisation.
@@ -56,7 +56,7 @@ pub enum Command {
     Eval {
         /// Protocol.
         protocol: Protocol,
-        /// Run directory or checkpoint file.
+        /// Run directory, checkpoint file, or hf://NAMESPACE/NAME[@REVISION].
         target: PathBuf,
         /// Override config keys (e.g. eval.linear.epochs=30, data.path=…).
         #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -64,7 +64,8 @@ pub enum Command {
     },
     /// Write backbone (or head) features and labels of a dataset split to safetensors.
     Embed {
-        /// Checkpoint (a run's checkpoint.safetensors).
+        /// Checkpoint: a run's checkpoint.safetensors, an exported model.safetensors, or
+        /// hf://NAMESPACE/NAME[@REVISION].
         checkpoint: PathBuf,
         /// Dataset: an ImageFolder root (with train/ and test/), a CIFAR binary folder, or
         /// `builtin` for the synthetic dataset.
@@ -79,6 +80,13 @@ pub enum Command {
         /// Features.
         #[arg(long, default_value = "backbone")]
         features: Features,
+        /// Only the first N images of the split (0 = all).
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Also store the normalised network inputs as `inputs` (N, 3, H, W), to check the
+        /// features in another framework (bench/torch_check_export.py).
+        #[arg(long)]
+        with_inputs: bool,
     },
     /// Run a sweep (TOML grid of configs): plan, run, resume, runs.csv, plots.
     Sweep {
@@ -102,6 +110,42 @@ pub enum Command {
         /// Never draw progress bars.
         #[arg(long)]
         no_progress: bool,
+        /// Publish every finished run to the Hub as NAMESPACE/PREFIX-<run id> (see `moco push`).
+        #[arg(long, value_name = "NAMESPACE/PREFIX")]
+        push: Option<String>,
+    },
+    /// Publish a run's query encoder to the Hugging Face Hub in one commit: model.safetensors
+    /// (torchvision names, loadable in PyTorch), config.json, README.md (model card with the
+    /// run's kNN/linear top-1), metrics.csv. Token: HF_TOKEN or `hf auth login`'s file.
+    Push {
+        /// Run directory (holding checkpoint.safetensors).
+        run_dir: PathBuf,
+        /// Target model repo, NAMESPACE/NAME (created when missing).
+        #[arg(long)]
+        repo: String,
+        /// Create the repo private.
+        #[arg(long)]
+        private: bool,
+        /// Branch to commit to (created from main when missing).
+        #[arg(long, value_name = "BRANCH")]
+        revision: Option<String>,
+        /// Tag the commit (e.g. epoch-200).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Hub dataset id for the card (default: guessed, e.g. uoft-cs/cifar10 for CIFAR-10).
+        #[arg(long)]
+        dataset_id: Option<String>,
+        /// Only write the files into this folder; no network.
+        #[arg(long, value_name = "DIR")]
+        export_only: Option<PathBuf>,
+    },
+    /// Download a model repo (every file) into the Hub cache and print where it is.
+    Pull {
+        /// NAMESPACE/NAME or hf://NAMESPACE/NAME[@REVISION].
+        repo: String,
+        /// Branch, tag or commit.
+        #[arg(long)]
+        revision: Option<String>,
     },
     /// Redraw a sweep's figures from its CSV files.
     Plot {
@@ -115,7 +159,8 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Datasets: pack a class-balanced subset as CIFAR-10 binary (small enough to carry).
+    /// Datasets: download the official archives (checksummed), or pack a class-balanced subset
+    /// as CIFAR-10 binary (small enough to carry).
     Data {
         /// What to do.
         #[command(subcommand)]
@@ -153,6 +198,24 @@ pub enum DataCommand {
         /// Output folder (must not exist).
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Download an official dataset archive (CIFAR-10/100 or STL-10 binary), verify its
+    /// published MD5, unpack it whole or not at all, and print the config lines that use it.
+    /// An interrupted download resumes; a complete dataset is not fetched again.
+    #[cfg(feature = "hub")]
+    Download {
+        /// Dataset.
+        #[arg(value_parser = ["cifar10", "cifar100", "stl10"])]
+        which: String,
+        /// Folder that receives the dataset folder (e.g. data/cifar-10-batches-bin).
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+        /// Fetch from this URL instead of the official one (a mirror).
+        #[arg(long)]
+        url: Option<String>,
+        /// Expect this MD5 instead of the published one.
+        #[arg(long)]
+        md5: Option<String>,
     },
 }
 
@@ -272,6 +335,7 @@ pub fn run(cli: Cli) -> Result<i32> {
             no_progress,
         } => {
             let set = with_device(set);
+            let init = init.map(|p| crate::hub::resolve_checkpoint(&p)).transpose()?;
             let opts = TrainOptions {
                 resume: resume.is_some(),
                 init,
@@ -320,9 +384,9 @@ pub fn run(cli: Cli) -> Result<i32> {
             let (ck_path, run_dir) = if target.is_dir() {
                 (RunDir::new(&target).checkpoint(), Some(RunDir::new(&target)))
             } else {
-                (target.clone(), None)
+                (crate::hub::resolve_checkpoint(&target)?, None)
             };
-            let ck = Checkpoint::load(&ck_path)?;
+            let ck = crate::hub::load_checkpoint(&ck_path)?;
             let cfg = config_from_checkpoint(&ck, &ck_path, &set)?;
             let device = make_device(&cfg.device)?;
             let encoder = encoder_from_checkpoint(&ck, &cfg, &device)?;
@@ -349,14 +413,19 @@ pub fn run(cli: Cli) -> Result<i32> {
             out,
             split,
             features,
+            limit,
+            with_inputs,
         } => {
-            let ck = Checkpoint::load(&checkpoint)?;
+            let checkpoint = crate::hub::resolve_checkpoint(&checkpoint)?;
+            let ck = crate::hub::load_checkpoint(&checkpoint)?;
             let data_set = with_device(dataset_override(&data)?);
             let cfg = config_from_checkpoint(&ck, &checkpoint, &data_set)?;
             let device = make_device(&cfg.device)?;
             let encoder = encoder_from_checkpoint(&ck, &cfg, &device)?;
             let splits = data::load(&cfg.data, cfg.seed).context("loading the dataset")?;
-            let set = if split == Split::Train { &splits.train } else { &splits.test };
+            let mut set = if split == Split::Train { splits.train } else { splits.test };
+            set.truncate(limit);
+            let set = &set;
             let kind = match features {
                 Features::Backbone => FeatureKind::Backbone,
                 Features::Head => FeatureKind::Head,
@@ -370,6 +439,15 @@ pub fn run(cli: Cli) -> Result<i32> {
                 "labels".into(),
                 HostTensor::I64(vec![set.len()], set.labels.iter().map(|&l| l as i64).collect()),
             );
+            if with_inputs {
+                let input = eval_input(&cfg);
+                let idx: Vec<usize> = (0..set.len()).collect();
+                let x = crate::data::loader::eval_batch(set, &idx, input.image_size, input.mean, input.std);
+                outck.tensors.insert(
+                    "inputs".into(),
+                    HostTensor::F32(vec![set.len(), 3, input.image_size, input.image_size], x),
+                );
+            }
             outck.metadata.insert("classes".into(), set.classes.join(","));
             outck.metadata.insert("checkpoint".into(), checkpoint.display().to_string());
             outck.save(&out)?;
@@ -384,8 +462,12 @@ pub fn run(cli: Cli) -> Result<i32> {
             results,
             knn_at_init,
             no_progress,
+            push,
         } => {
             let sweep = crate::sweep::Sweep::load(&file)?;
+            if let Some(p) = &push {
+                crate::hub::HubRef::parse(&format!("hf://{p}-x"), false)?;
+            }
             let shard = shard.as_deref().map(parse_shard).transpose()?;
             eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
             if dry_run {
@@ -423,8 +505,36 @@ pub fn run(cli: Cli) -> Result<i32> {
             for f in &outcome.failed {
                 eprintln!("  failed: {f}");
             }
-            Ok(if outcome.failed.is_empty() { 0 } else { 4 })
+            let mut code = if outcome.failed.is_empty() { 0 } else { 4 };
+            if let Some(prefix) = &push {
+                code = code.max(push_sweep(&dir, &rows, prefix)?);
+            }
+            Ok(code)
         }
+        Command::Push {
+            run_dir,
+            repo,
+            private,
+            revision,
+            tag,
+            dataset_id,
+            export_only,
+        } => {
+            let card = crate::hub::export::CardOptions {
+                repo: repo.clone(),
+                dataset_id,
+                license: None,
+            };
+            if let Some(out) = export_only {
+                let ex = crate::hub::export::export_run(&run_dir, &out, &card)?;
+                for f in &ex.files {
+                    println!("{}", out.join(f).display());
+                }
+                return Ok(0);
+            }
+            push_run(&run_dir, &repo, private, revision, tag, card)
+        }
+        Command::Pull { repo, revision } => pull_repo(&repo, revision),
         Command::Plot { dir } => {
             for f in crate::plot::plot_sweep(&dir).map_err(anyhow::Error::msg)? {
                 println!("wrote {}", f.display());
@@ -448,6 +558,24 @@ pub fn run(cli: Cli) -> Result<i32> {
                 splits.test.len(),
                 out.display()
             );
+            Ok(0)
+        }
+        #[cfg(feature = "hub")]
+        Command::Data {
+            what: DataCommand::Download { which, dir, url, md5 },
+        } => {
+            use crate::data::download;
+            let src = download::source(&which).with_context(|| format!("unknown dataset {which:?}"))?;
+            let opts = download::DownloadOptions {
+                url,
+                md5,
+                ..Default::default()
+            };
+            let folder = download::download(src, &dir, &opts)?;
+            println!("# {} in {}; use it with these config lines:", src.title, folder.display());
+            for line in download::config_lines(src, &folder) {
+                println!("{line}");
+            }
             Ok(0)
         }
         Command::DeviceCheck => {
@@ -542,10 +670,12 @@ fn dataset_override(data: &str) -> Result<Vec<String>> {
         "image_folder"
     } else if p.join("data_batch_1.bin").exists() || p.join("train.bin").exists() {
         "cifar_bin"
+    } else if p.join("train_X.bin").exists() {
+        "stl10"
     } else {
         return Err(DataError::Layout {
             path: p.into(),
-            message: "not an ImageFolder root (train/, test/) nor a CIFAR binary folder".into(),
+            message: "not an ImageFolder root (train/, test/), a CIFAR binary folder nor an STL-10 binary folder".into(),
         }
         .into());
     };
@@ -590,4 +720,102 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
         Some((i, n)) if n > 0 && i < n => Ok((i, n)),
         _ => bail!("--shard {s:?}: expected I/N with 0 <= I < N"),
     }
+}
+
+/// `moco push` (feature `hub`).
+#[cfg(feature = "hub")]
+fn push_run(
+    run_dir: &Path,
+    repo: &str,
+    private: bool,
+    revision: Option<String>,
+    tag: Option<String>,
+    card: crate::hub::export::CardOptions,
+) -> Result<i32> {
+    let opts = crate::hub::client::PushOptions {
+        repo: repo.to_string(),
+        private,
+        revision,
+        tag,
+        card,
+    };
+    let report = crate::hub::client::push(run_dir, &opts)?;
+    println!(
+        "pushed {} to {} (commit {}): {}",
+        run_dir.display(),
+        report.repo,
+        report.commit.as_deref().unwrap_or("?"),
+        report.files.join(", ")
+    );
+    if let Some(url) = &report.url {
+        println!("{url}");
+    }
+    println!("load it with: moco eval knn hf://{}", report.repo);
+    Ok(0)
+}
+
+/// `moco pull` (feature `hub`).
+#[cfg(feature = "hub")]
+fn pull_repo(repo: &str, revision: Option<String>) -> Result<i32> {
+    let mut r = crate::hub::HubRef::parse(repo, true)?.expect("scheme optional");
+    if revision.is_some() {
+        r.revision = revision;
+    }
+    let dir = crate::hub::client::pull(&r)?;
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    println!("{}", dir.display());
+    for f in files {
+        println!("  {f}");
+    }
+    Ok(0)
+}
+
+/// `moco sweep --push`: publish every finished run as PREFIX-<run id>; returns 5 if any failed.
+#[cfg(feature = "hub")]
+fn push_sweep(dir: &Path, rows: &[crate::sweep::results::Row], prefix: &str) -> Result<i32> {
+    let mut code = 0;
+    for row in rows {
+        let (Some(id), Some(status)) = (row.get("run_id"), row.get("status")) else {
+            continue;
+        };
+        if status != "ok" {
+            eprintln!("push: {id} is {status}; not published");
+            continue;
+        }
+        let repo = format!("{prefix}-{id}");
+        let card = crate::hub::export::CardOptions {
+            repo: repo.clone(),
+            ..Default::default()
+        };
+        if let Err(e) = push_run(&dir.join(id), &repo, false, None, None, card) {
+            eprintln!("push: {id}: {e:#}");
+            code = 5;
+        }
+    }
+    Ok(code)
+}
+
+#[cfg(not(feature = "hub"))]
+fn no_hub() -> anyhow::Error {
+    anyhow::anyhow!("this binary is built without the `hub` feature (build with default features)")
+}
+
+#[cfg(not(feature = "hub"))]
+fn push_run(_: &Path, _: &str, _: bool, _: Option<String>, _: Option<String>, _: crate::hub::export::CardOptions) -> Result<i32> {
+    Err(no_hub())
+}
+
+#[cfg(not(feature = "hub"))]
+fn pull_repo(_: &str, _: Option<String>) -> Result<i32> {
+    Err(no_hub())
+}
+
+#[cfg(not(feature = "hub"))]
+fn push_sweep(_: &Path, _: &[crate::sweep::results::Row], _: &str) -> Result<i32> {
+    Err(no_hub())
 }

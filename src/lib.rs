@@ -14,6 +14,7 @@
 //! - [`plot`]: the paper's figures from CSV files.
 //! - [`bench`]: the step, op and augmentation benchmarks (`moco bench`).
 //! - [`devcheck`]: every op of the step on a device against the CPU path (`moco device-check`).
+//! - [`hub`]: publish encoders on the Hugging Face Hub, pull them, `hf://` references.
 //! - [`cli`]: the `moco` command.
 //!
 //! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod data;
 pub mod devcheck;
 pub mod eval;
+pub mod hub;
 pub mod io;
 pub mod kernels;
 pub mod model;

@@ -4,7 +4,13 @@ mod cli;
 mod config;
 #[cfg(feature = "cuda")]
 mod cuda;
+#[cfg(feature = "hub")]
+mod download;
 mod golden;
+#[cfg(feature = "hub")]
+mod hub;
+#[cfg(feature = "hub")]
+mod hub_server;
 mod sweep;
 mod train;
 mod util;

@@ -67,6 +67,52 @@ pub enum DataSource {
     /// CIFAR-10 binary (`data_batch_{1..5}.bin`, `test_batch.bin`) or CIFAR-100 binary
     /// (`train.bin`, `test.bin`), found in `path`.
     CifarBin,
+    /// STL-10 binary (`train_X.bin`, `train_y.bin`, `test_X.bin`, `test_y.bin`, and
+    /// `unlabeled_X.bin` for `data.pretrain_split`), found in `path`; 96×96 images.
+    Stl10,
+}
+
+impl DataSource {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Synthetic => "synthetic",
+            Self::ImageFolder => "image_folder",
+            Self::CifarBin => "cifar_bin",
+            Self::Stl10 => "stl10",
+        }
+    }
+}
+
+/// The images the self-supervised step trains on. Evaluation (kNN memory, linear classifier)
+/// always uses the labelled train split and measures on the test split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PretrainSplit {
+    /// The labelled training split (labels unused by the contrastive step).
+    #[serde(rename = "train")]
+    Train,
+    /// STL-10's 100,000 unlabeled images only.
+    #[serde(rename = "unlabeled")]
+    Unlabeled,
+    /// STL-10's labelled train split followed by its unlabeled images (105,000 images).
+    #[serde(rename = "train+unlabeled")]
+    TrainUnlabeled,
+}
+
+impl PretrainSplit {
+    /// True for the default, `train`.
+    pub fn is_train(&self) -> bool {
+        *self == Self::Train
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Train => "train",
+            Self::Unlabeled => "unlabeled",
+            Self::TrainUnlabeled => "train+unlabeled",
+        }
+    }
 }
 
 /// Dataset and input pipeline.
@@ -77,6 +123,15 @@ pub struct DataConfig {
     pub source: DataSource,
     /// Root folder of the dataset (unused for `synthetic`).
     pub path: PathBuf,
+    /// Images of the self-supervised step: `train` (any source), or with `source = "stl10"`
+    /// `unlabeled` or `train+unlabeled` (the classic STL-10 pre-training split). kNN and linear
+    /// evaluation always fit on the labelled train split and test on the test split.
+    /// Memory: the 100,000 unlabeled images are 2.76 GB decoded (96×96×3 bytes each), held in
+    /// RAM for the whole run; `train_limit` caps how many are read (the first N).
+    /// Not written when `train`, so configs (and the sweep run ids hashed from them) read as
+    /// before this key existed.
+    #[serde(skip_serializing_if = "PretrainSplit::is_train")]
+    pub pretrain_split: PretrainSplit,
     /// Side of the square network input in pixels (images are resized/cropped to it).
     pub image_size: usize,
     /// Per-channel mean for `Normalize` (CIFAR-10 values from the official MoCo CIFAR demo).
@@ -86,6 +141,8 @@ pub struct DataConfig {
     /// Reshuffle the training set every epoch (false keeps the dataset order).
     pub shuffle: bool,
     /// Use only the first N training images of each epoch order (0 = all), for quick runs.
+    /// With an STL-10 `pretrain_split` holding `unlabeled`, also the number of unlabeled
+    /// images read (the first N of `unlabeled_X.bin`).
     pub train_limit: usize,
     /// Use only the first N test images (0 = all).
     pub test_limit: usize,
@@ -106,6 +163,7 @@ impl Default for DataConfig {
         Self {
             source: DataSource::Synthetic,
             path: PathBuf::new(),
+            pretrain_split: PretrainSplit::Train,
             image_size: 32,
             // moco_cifar10_demo.ipynb: Normalize([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])
             mean: [0.4914, 0.4822, 0.4465],

@@ -1,7 +1,7 @@
 //! Every rule of a run, checked once before anything runs (the official code `assert`s
 //! some of them mid-run). Training functions take only a [`ValidRunConfig`].
 
-use super::{DataSource, DictionaryMode, RunConfig};
+use super::{DataSource, DictionaryMode, PretrainSplit, RunConfig};
 use std::path::PathBuf;
 
 /// A config rule that does not hold; each variant names the key and the bad value.
@@ -97,6 +97,22 @@ pub enum ConfigError {
     /// Dataset path not given.
     #[error("data.path must be set when data.source = {0}")]
     NoDatasetPath(&'static str),
+    /// An unlabeled pre-training split asked of a source that has none.
+    #[error("data.pretrain_split = {split:?} needs data.source = \"stl10\" (the only source with unlabeled images), got data.source = {source_name:?}")]
+    PretrainSplit {
+        /// The requested split.
+        split: &'static str,
+        /// Source.
+        source_name: &'static str,
+    },
+    /// The unlabeled STL-10 images a pre-training split asks for are not there.
+    #[error("data.pretrain_split = {split:?} needs {path:?} (STL-10's unlabeled images), which does not exist")]
+    NoUnlabeled {
+        /// The requested split.
+        split: &'static str,
+        /// The missing file.
+        path: PathBuf,
+    },
     /// Synthetic dataset shape.
     #[error("data.synthetic_classes must be in 2..=10, got {0}")]
     SyntheticClasses(usize),
@@ -287,6 +303,12 @@ impl RunConfig {
             }
         }
         parse_device(&c.device)?;
+        if c.data.pretrain_split != PretrainSplit::Train && c.data.source != DataSource::Stl10 {
+            return Err(ConfigError::PretrainSplit {
+                split: c.data.pretrain_split.as_str(),
+                source_name: c.data.source.as_str(),
+            });
+        }
         match c.data.source {
             DataSource::Synthetic => {
                 if !(2..=10).contains(&c.data.synthetic_classes) {
@@ -300,11 +322,7 @@ impl RunConfig {
                 }
             }
             src => {
-                let name = if src == DataSource::ImageFolder {
-                    "image_folder"
-                } else {
-                    "cifar_bin"
-                };
+                let name = src.as_str();
                 if c.data.path.as_os_str().is_empty() {
                     return Err(ConfigError::NoDatasetPath(name));
                 }
@@ -312,6 +330,13 @@ impl RunConfig {
                     return Err(ConfigError::MissingDataset {
                         path: c.data.path.clone(),
                         source_name: name,
+                    });
+                }
+                let unlabeled = c.data.path.join("unlabeled_X.bin");
+                if c.data.pretrain_split != PretrainSplit::Train && !unlabeled.exists() {
+                    return Err(ConfigError::NoUnlabeled {
+                        split: c.data.pretrain_split.as_str(),
+                        path: unlabeled,
                     });
                 }
             }
@@ -351,5 +376,42 @@ pub fn parse_device(s: &str) -> Result<DeviceRequest, ConfigError> {
             .and_then(|n| n.parse().ok())
             .map(DeviceRequest::Cuda)
             .ok_or_else(|| ConfigError::Device(s.into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretrain_split_needs_stl10_and_its_unlabeled_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = |split: &str, source: &str| {
+            let text = format!("[data]\nsource = {source:?}\npath = {:?}\npretrain_split = {split:?}\n", dir.path());
+            RunConfig::from_toml_str(&text, "test")
+        };
+        let e = table("unlabeled", "cifar_bin").unwrap().validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "data.pretrain_split = \"unlabeled\" needs data.source = \"stl10\" (the only source with unlabeled images), got data.source = \"cifar_bin\""
+        );
+        let e = table("train+unlabeled", "stl10").unwrap().validate().unwrap_err().to_string();
+        assert!(
+            e.starts_with("data.pretrain_split = \"train+unlabeled\" needs ") && e.contains("unlabeled_X.bin"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("unlabeled_X.bin"), b"").unwrap();
+        assert!(table("train+unlabeled", "stl10").unwrap().validate().is_ok());
+        assert!(table("train", "stl10").unwrap().validate().is_ok());
+        assert!(table("train", "cifar_bin").unwrap().validate().is_ok());
+        // The default is not written: resolved configs and sweep run ids are as before.
+        let mut c = RunConfig::default();
+        assert!(!c.to_toml().contains("pretrain_split"));
+        c.data.pretrain_split = PretrainSplit::TrainUnlabeled;
+        assert!(c.to_toml().contains("pretrain_split = \"train+unlabeled\""));
+        assert_eq!(RunConfig::from_toml_str(&c.to_toml(), "resolved").unwrap(), c);
+        // A value serde does not know names the key's values.
+        let e = table("unlabelled", "stl10").unwrap_err().to_string();
+        assert!(e.contains("unlabelled") && e.contains("train+unlabeled"), "{e}");
     }
 }

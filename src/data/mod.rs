@@ -2,15 +2,20 @@
 //! augmented, normalised batches.
 //!
 //! Sources: the built-in procedural dataset ([`synthetic`]), ImageFolder trees of JPEG/PNG
-//! ([`folder`]) and the CIFAR-10/100 binary format ([`cifar`]). Images are decoded once.
+//! ([`folder`]), the CIFAR-10/100 binary format ([`cifar`]) and the STL-10 binary format
+//! ([`stl10`]). Images are decoded once. With the `hub` feature, [`download`] fetches the
+//! official archives (`moco data download`).
 
 pub mod augment;
 pub mod cifar;
+#[cfg(feature = "hub")]
+pub mod download;
 pub mod folder;
 pub mod loader;
+pub mod stl10;
 pub mod synthetic;
 
-use crate::config::{effective_len, DataConfig, DataSource};
+use crate::config::{effective_len, DataConfig, DataSource, PretrainSplit};
 use std::path::PathBuf;
 
 /// One decoded image, 8-bit RGB, row-major HWC.
@@ -114,7 +119,13 @@ pub enum DataError {
     },
 }
 
-/// Train and test splits.
+/// Label of an image that has none (STL-10's unlabeled split). Such images appear only in the
+/// pre-training set of [`pretrain_set`], whose labels the contrastive step never reads; they are
+/// never in [`Splits`], so the kNN memory and the linear classifier never see them.
+pub const UNLABELED: u32 = u32::MAX;
+
+/// Train and test splits, both labelled: the kNN memory / linear classifier is fit on `train`
+/// and measured on `test`. The images of the contrastive step come from [`pretrain_set`].
 #[derive(Debug, Clone)]
 pub struct Splits {
     /// Training images (labels unused by the self-supervised step, used by kNN/linear).
@@ -132,6 +143,7 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
             test: folder::load_image_folder(&cfg.path.join("test"))?,
         },
         DataSource::CifarBin => cifar::load_cifar_bin(&cfg.path)?,
+        DataSource::Stl10 => stl10::load_stl10_bin(&cfg.path)?,
     };
     splits.train.take_balanced(cfg.train_limit);
     splits.test.take_balanced(cfg.test_limit);
@@ -142,4 +154,33 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
         });
     }
     Ok(splits)
+}
+
+/// The images the self-supervised step trains on, per `data.pretrain_split`: the labelled
+/// `splits.train` (`train`, every source), or for STL-10 the first `data.train_limit` images
+/// (0 = all) of `unlabeled_X.bin` (`unlabeled`), or both (`train+unlabeled`, train first).
+/// Unlabeled images carry the label [`UNLABELED`]; evaluation keeps using `splits`.
+pub fn pretrain_set(cfg: &DataConfig, splits: &Splits) -> Result<ImageSet, DataError> {
+    if cfg.pretrain_split == PretrainSplit::Train {
+        return Ok(splits.train.clone());
+    }
+    if cfg.source != DataSource::Stl10 {
+        return Err(DataError::Layout {
+            path: cfg.path.clone(),
+            message: format!(
+                "data.pretrain_split = {:?} needs data.source = \"stl10\" (the only source with unlabeled images)",
+                cfg.pretrain_split.as_str()
+            ),
+        });
+    }
+    let unlabeled = stl10::load_unlabeled(&cfg.path, cfg.train_limit)?;
+    Ok(match cfg.pretrain_split {
+        PretrainSplit::Unlabeled => unlabeled,
+        _ => {
+            let mut set = splits.train.clone();
+            set.images.extend(unlabeled.images);
+            set.labels.extend(unlabeled.labels);
+            set
+        }
+    })
 }

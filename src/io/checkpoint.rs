@@ -9,8 +9,8 @@
 
 use super::atomic::write_atomic;
 use candle_core::{DType, Device, Tensor};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-use std::collections::{BTreeMap, HashMap};
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Errors reading or writing a checkpoint; each names the file.
@@ -119,27 +119,41 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Serialize to safetensors bytes.
+    /// Serialize to safetensors bytes, deterministically: the same tensors and metadata give
+    /// the same bytes (header keys sorted, data in name order; the `safetensors` crate takes the
+    /// metadata as a `HashMap` and writes it in a per-process random order).
     pub fn to_bytes(&self) -> Result<Vec<u8>, String> {
-        let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = self
-            .tensors
-            .iter()
-            .map(|(n, t)| {
-                (
-                    n.clone(),
-                    t.bytes(),
-                    if matches!(t, HostTensor::F32(..)) { Dtype::F32 } else { Dtype::I64 },
-                    t.shape().to_vec(),
-                )
-            })
-            .collect();
-        let views = bytes
-            .iter()
-            .map(|(n, b, d, s)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
-        let meta: HashMap<String, String> = self.metadata.clone().into_iter().collect();
-        safetensors::tensor::serialize(views, Some(meta)).map_err(|e| e.to_string())
+        let mut header = serde_json::Map::new();
+        if !self.metadata.is_empty() {
+            let meta: serde_json::Map<String, serde_json::Value> = self
+                .metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                .collect();
+            header.insert("__metadata__".into(), serde_json::Value::Object(meta));
+        }
+        let mut data = Vec::new();
+        for (name, t) in &self.tensors {
+            let b = t.bytes();
+            let (dtype, width) = if matches!(t, HostTensor::F32(..)) { ("F32", 4) } else { ("I64", 8) };
+            if b.len() != t.shape().iter().product::<usize>() * width {
+                return Err(format!("tensor {name}: {} bytes for shape {:?}", b.len(), t.shape()));
+            }
+            header.insert(
+                name.clone(),
+                serde_json::json!({"dtype": dtype, "shape": t.shape(), "data_offsets": [data.len(), data.len() + b.len()]}),
+            );
+            data.extend_from_slice(&b);
+        }
+        let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).map_err(|e| e.to_string())?;
+        while h.len() % 8 != 0 {
+            h.push(b' ');
+        }
+        let mut out = Vec::with_capacity(8 + h.len() + data.len());
+        out.extend_from_slice(&(h.len() as u64).to_le_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(&data);
+        Ok(out)
     }
 
     /// Write atomically.
@@ -264,6 +278,9 @@ mod tests {
         let d = Checkpoint::load(&p).unwrap();
         assert_eq!(d.tensors, c.tensors);
         assert_eq!(d.metadata["epoch"], "3");
+        // Deterministic bytes, and the same as a reload re-saved (what the Hub round trip relies on).
+        assert_eq!(c.to_bytes().unwrap(), d.to_bytes().unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), c.to_bytes().unwrap());
         assert!(d.check_keys(&p, "encoder_q.", &["a".into()]).is_ok());
         match d.check_keys(&p, "encoder_q.", &["b".into()]) {
             Err(CheckpointError::Keys { missing, unexpected, .. }) => {

@@ -107,3 +107,112 @@ pub fn info_nce(l_pos: &Tensor, l_neg: &Tensor, temperature: f64, mask_diagonal:
     let acc = *hits.lock().unwrap() as f32 / n.max(1) as f32;
     Ok((loss, acc))
 }
+
+/// `l_neg = q · negᵀ` for negatives that take no gradient (the queue, memory-bank samples):
+/// candle's matmul backward also computes `qᵀ · grad`, a `(C, K)` gradient for the detached
+/// negatives that is thrown away — at K = 65,536 an extra GEMM as large as the forward plus
+/// a 32 MB buffer zeroed and added each step. This node's backward returns only `grad · neg`.
+struct NegLogits;
+
+/// Row-major `dst (m, n) = lhs · rhs` on all threads; strides are `(row, col)` pairs.
+#[allow(clippy::too_many_arguments)]
+fn gemm_par(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], lhs_rc: (usize, usize), rhs: &[f32], rhs_rc: (usize, usize)) {
+    assert!(dst.len() == m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
+    assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
+    // SAFETY: the asserts bound every index gemm touches; dst aliases neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_rc.1 as isize,
+            lhs_rc.0 as isize,
+            rhs.as_ptr(),
+            rhs_rc.1 as isize,
+            rhs_rc.0 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        )
+    }
+}
+
+impl CustomOp2 for NegLogits {
+    fn name(&self) -> &'static str {
+        "neg_logits"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (q, neg) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (n, c) = l1.shape().dims2()?;
+        let (k, c2) = l2.shape().dims2()?;
+        if c != c2 {
+            candle_core::bail!("neg_logits: q is (N, {c}), negatives (K, {c2})");
+        }
+        let mut out = vec![0f32; n * k];
+        gemm_par(n, k, c, &mut out, q, (c, 1), neg, (1, c));
+        Ok((CpuStorage::F32(out), Shape::from((n, k))))
+    }
+
+    fn bwd(&self, q: &Tensor, neg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = q.dims2()?;
+        let k = neg.dim(0)?;
+        let (g, nv) = (grad.contiguous()?, neg.contiguous()?);
+        let (gs, gl) = g.storage_and_layout();
+        let (ns, nl) = nv.storage_and_layout();
+        let mut out = vec![0f32; n * c];
+        match (&*gs, &*ns) {
+            (candle_core::Storage::Cpu(gs), candle_core::Storage::Cpu(ns)) => {
+                gemm_par(n, c, k, &mut out, f32_slice(gs, gl)?, (k, 1), f32_slice(ns, nl)?, (c, 1));
+            }
+            _ => candle_core::bail!("neg_logits: CPU tensors only"),
+        }
+        Ok((Some(Tensor::from_vec(out, (n, c), q.device())?), None))
+    }
+}
+
+/// `q (N, C) · negativesᵀ (C, K)` → `(N, K)`, with a gradient for `q` only (the negatives are
+/// treated as constants: use it only for detached negatives).
+pub fn neg_logits(q: &Tensor, negatives: &Tensor) -> Result<Tensor> {
+    q.contiguous()?.apply_op2(&negatives.contiguous()?, NegLogits)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor, Var};
+
+    #[test]
+    fn neg_logits_matches_matmul_and_gives_grad_for_q_only() {
+        let dev = Device::Cpu;
+        let (n, c, k) = (5, 7, 13);
+        let q = Var::from_tensor(&Tensor::randn(0f32, 1., (n, c), &dev).unwrap()).unwrap();
+        let neg = Tensor::randn(0f32, 1., (k, c), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (n, k), &dev).unwrap();
+        let ours = super::neg_logits(q.as_tensor(), &neg).unwrap();
+        let theirs = q.as_tensor().matmul(&neg.t().unwrap()).unwrap();
+        let d = (&ours - &theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "forward differs by {d}");
+        let g_ours = (ours * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let g_theirs = (theirs * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let (a, b) = (g_ours.get(q.as_tensor()).unwrap(), g_theirs.get(q.as_tensor()).unwrap());
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-5, "grad q differs by {d}");
+        assert!(g_ours.get(&neg).is_none(), "no gradient is made for the detached negatives");
+    }
+}

@@ -17,10 +17,59 @@ pub fn ema_update(query: &ParamStore, key: &ParamStore, m: f64) -> Result<()> {
         let kv = key
             .get(name)
             .ok_or_else(|| candle_core::Error::Msg(format!("ema_update: key encoder has no {name}")))?;
-        let new = ((kv.as_tensor() * m)? + (qv.as_tensor() * (1.0 - m))?)?;
-        kv.set(&new.detach())?;
+        if crate::kernels::use_cpu_kernels(kv.device()) && kv.as_tensor().is_contiguous() {
+            // In place, one pass, no temporaries (candle's ops allocate three tensors per name).
+            kv.as_tensor().inplace_op2(
+                &qv.as_tensor().contiguous()?,
+                &Ema {
+                    m: m as f32,
+                    m1: (1.0 - m) as f32,
+                },
+            )?;
+        } else {
+            let new = ((kv.as_tensor() * m)? + (qv.as_tensor() * (1.0 - m))?)?;
+            kv.set(&new.detach())?;
+        }
     }
     Ok(())
+}
+
+/// `k ← m·k + (1−m)·q` over a CPU tensor's own storage.
+struct Ema {
+    m: f32,
+    m1: f32,
+}
+
+impl candle_core::InplaceOp2 for Ema {
+    fn name(&self) -> &'static str {
+        "ema"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &mut candle_core::CpuStorage,
+        l1: &candle_core::Layout,
+        s2: &candle_core::CpuStorage,
+        l2: &candle_core::Layout,
+    ) -> Result<()> {
+        use rayon::prelude::*;
+        let q = crate::kernels::f32_slice(s2, l2)?;
+        let (a, b) = l1
+            .contiguous_offsets()
+            .ok_or_else(|| candle_core::Error::Msg("ema: key tensor must be contiguous".into()))?;
+        let k = match s1 {
+            candle_core::CpuStorage::F32(v) => &mut v[a..b],
+            _ => candle_core::bail!("ema: f32 tensors only"),
+        };
+        if k.len() != q.len() {
+            candle_core::bail!("ema: key has {} values, query {}", k.len(), q.len());
+        }
+        let (m, m1) = (self.m, self.m1);
+        k.par_chunks_mut(1 << 14)
+            .zip(q.par_chunks(1 << 14))
+            .for_each(|(k, q)| k.iter_mut().zip(q).for_each(|(k, &q)| *k = m * *k + m1 * q));
+        Ok(())
+    }
 }
 
 #[cfg(test)]

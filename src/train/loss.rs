@@ -40,7 +40,11 @@ pub fn contrastive_logits(q: &Tensor, k_pos: &Tensor, negatives: &Tensor, temper
 pub fn info_nce(q: &Tensor, k_pos: &Tensor, negatives: &Tensor, temperature: f64, mask_diagonal: bool) -> Result<(Tensor, f32)> {
     if crate::kernels::use_cpu_kernels(q.device()) {
         let l_pos = (q * k_pos)?.sum_keepdim(1)?; // (N, 1)
-        let l_neg = q.matmul(&negatives.t()?)?; // (N, K)
+        let l_neg = if negatives.track_op() {
+            q.matmul(&negatives.t()?)? // end-to-end: the negatives are keys with gradients
+        } else {
+            crate::kernels::infonce::neg_logits(q, negatives)? // queue / bank: grad for q only
+        }; // (N, K)
         crate::kernels::infonce::info_nce(&l_pos, &l_neg, temperature, mask_diagonal)
     } else {
         let logits = contrastive_logits(q, k_pos, negatives, temperature, mask_diagonal)?;

@@ -188,14 +188,16 @@ fn train_inner(
     }
     let t0 = Instant::now();
     let splits = data::load(&cfg.data, cfg.seed).with_context(|| "loading the dataset (data.*)".to_string())?;
+    let pretrain = data::pretrain_set(&cfg.data, &splits).context("loading the pre-training images (data.pretrain_split)")?;
     eprintln!(
-        "data: {} train / {} test images, {} classes ({:.1}s)",
+        "data: {} train / {} test images, {} classes; pre-training on {} images ({:.1}s)",
         splits.train.len(),
         splits.test.len(),
         splits.train.classes.len(),
+        pretrain.len(),
         t0.elapsed().as_secs_f64()
     );
-    let n = splits.train.len();
+    let n = pretrain.len();
     let batch = cfg.train.batch_size;
     let steps_per_epoch = n / batch;
     if steps_per_epoch == 0 {
@@ -233,7 +235,7 @@ fn train_inner(
     } else if opts.resume {
         eprintln!("resuming {}: no checkpoint yet, starting from the beginning", dir.root.display());
     } else if let Some(init) = &opts.init {
-        let ck = Checkpoint::load(init)?;
+        let ck = crate::hub::load_checkpoint(init)?;
         for note in learner_init_from(&mut learner, &ck, init)? {
             eprintln!("init: {note}");
         }
@@ -256,7 +258,7 @@ fn train_inner(
     });
     let workers = if cfg.data.workers == 0 { num_threads() } else { cfg.data.workers };
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(workers).build()?);
-    let train_set: Arc<ImageSet> = Arc::new(splits.train.clone());
+    let train_set: Arc<ImageSet> = Arc::new(pretrain);
     let lr0 = base_lr(&cfg.train);
     let size = cfg.data.image_size;
     let mut wall = rows.last().map(|r| r.wall_s).unwrap_or(0.0);

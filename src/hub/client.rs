@@ -1,0 +1,208 @@
+//! Push and pull through `hf-hub` 1.0 (blocking client). The endpoint comes from `HF_ENDPOINT`
+//! (default huggingface.co), the token from `HF_TOKEN` or the token file `hf auth login` writes
+//! (`$HF_HOME/token`, `HF_TOKEN_PATH`); it is sent as a bearer header and never printed,
+//! logged or written anywhere by the harness. Large files (`*.safetensors`) go over xet, as the
+//! real Hub requires; text files inline in the same commit.
+
+use super::export::{export_run, CardOptions, Exported};
+use super::HubRef;
+use anyhow::{anyhow, bail, Context, Result};
+use hf_hub::repository::CommitOperation;
+use hf_hub::{HFClientBuilder, HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
+use std::path::{Path, PathBuf};
+
+/// What `moco push` does.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// `namespace/name`.
+    pub repo: String,
+    /// Create the repo private (only when it does not exist yet).
+    pub private: bool,
+    /// Branch to commit to (created from `main` when missing); default `main`.
+    pub revision: Option<String>,
+    /// Tag the new commit.
+    pub tag: Option<String>,
+    /// Model-card options (dataset id, license).
+    pub card: CardOptions,
+}
+
+/// What `moco push` did.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    /// `namespace/name`.
+    pub repo: String,
+    /// Commit id, when the Hub returned one.
+    pub commit: Option<String>,
+    /// Commit URL, when returned.
+    pub url: Option<String>,
+    /// Files in the commit.
+    pub files: Vec<String>,
+    /// The exported run.
+    pub exported: Exported,
+}
+
+/// Split and check `namespace/name`.
+pub fn split_repo(repo: &str) -> Result<(String, String)> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 96
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !s.starts_with(['-', '.'])
+            && !s.ends_with(['-', '.'])
+            && !s.contains("--")
+            && !s.contains("..")
+    };
+    match repo.split_once('/') {
+        Some((ns, name)) if ok(ns) && ok(name) => Ok((ns.to_string(), name.to_string())),
+        _ => bail!("repo id {repo:?}: expected NAMESPACE/NAME (letters, digits, '-', '_', '.'; no '--' or '..')"),
+    }
+}
+
+/// A blocking client from the environment (endpoint, token, cache dir), and its endpoint.
+pub fn client() -> Result<(HFClientSync, String)> {
+    let inner = HFClientBuilder::new()
+        .build()
+        .map_err(|e| anyhow!("cannot set up the Hub client: {e}"))?;
+    let endpoint = inner.endpoint().to_string();
+    let sync = HFClientSync::from_inner(inner).map_err(|e| anyhow!("cannot set up the Hub client: {e}"))?;
+    Ok((sync, endpoint))
+}
+
+/// Turn an hf-hub error into a message that says what to do; never includes the token.
+fn explain(e: HFError, what: &str, repo: &str, endpoint: &str) -> anyhow::Error {
+    let hint = match &e {
+        HFError::AuthRequired { .. } => {
+            "; the Hub did not accept the token: set HF_TOKEN (or run `hf auth login`) to a token with write access to this namespace"
+        }
+        HFError::Forbidden { .. } => "; the token is valid but may not write to this namespace",
+        HFError::RepoNotFound { .. } => "; check the repo id (and, for a private repo, the token)",
+        HFError::RevisionNotFound { .. } => "; check --revision",
+        _ => "",
+    };
+    anyhow!("{what} {repo} at {endpoint} failed: {e}{hint}")
+}
+
+fn repo_handle(c: &HFClientSync, repo: &str) -> Result<HFRepositorySync<RepoTypeModel>> {
+    let (ns, name) = split_repo(repo)?;
+    Ok(c.model(ns, name))
+}
+
+/// Export `run_dir` and publish it in one commit; create the repo if needed; tag if asked.
+pub fn push(run_dir: &Path, opts: &PushOptions) -> Result<PushReport> {
+    split_repo(&opts.repo)?;
+    let staging = staging_dir()?;
+    let result = push_from(run_dir, opts, &staging);
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn staging_dir() -> Result<PathBuf> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("moco-push-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushReport> {
+    let card = CardOptions {
+        repo: opts.repo.clone(),
+        ..opts.card.clone()
+    };
+    let exported = export_run(run_dir, staging, &card)?;
+    let (c, ep) = client()?;
+    c.create_repository()
+        .repo_id(&opts.repo)
+        .repo_type(RepoTypeModel)
+        .private(opts.private)
+        .exist_ok(true)
+        .send()
+        .map_err(|e| explain(e, "creating", &opts.repo, &ep))?;
+    let repo = repo_handle(&c, &opts.repo)?;
+    let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
+    if revision != "main" {
+        let exists = repo
+            .revision_exists()
+            .revision(&revision)
+            .send()
+            .map_err(|e| explain(e, "looking up the branch of", &opts.repo, &ep))?;
+        if !exists {
+            repo.create_branch()
+                .branch(&revision)
+                .send()
+                .map_err(|e| explain(e, &format!("creating branch {revision:?} of"), &opts.repo, &ep))?;
+        }
+    }
+    let ops: Vec<CommitOperation> = exported
+        .files
+        .iter()
+        .map(|f| CommitOperation::add_file(f.clone(), exported.dir.join(f)))
+        .collect();
+    let size: u64 = exported
+        .files
+        .iter()
+        .filter_map(|f| std::fs::metadata(exported.dir.join(f)).ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!(
+        "pushing {} ({} files, {:.1} MB) to {}/{} @ {revision}",
+        run_dir.display(),
+        ops.len(),
+        size as f64 / 1e6,
+        ep,
+        opts.repo
+    );
+    let message = format!("Upload MoCo encoder (epoch {})", exported.epoch);
+    let info = repo
+        .create_commit()
+        .operations(ops)
+        .commit_message(message)
+        .revision(revision.clone())
+        .send()
+        .map_err(|e| explain(e, "committing to", &opts.repo, &ep))?;
+    if let Some(tag) = &opts.tag {
+        let at = info.commit_oid.as_deref().unwrap_or(revision.as_str());
+        repo.create_tag()
+            .tag(tag)
+            .revision(at)
+            .send()
+            .map_err(|e| explain(e, &format!("tagging {tag:?} in"), &opts.repo, &ep))?;
+    }
+    Ok(PushReport {
+        repo: opts.repo.clone(),
+        commit: info.commit_oid,
+        url: info.commit_url,
+        files: exported.files.clone(),
+        exported,
+    })
+}
+
+/// Download every file of a repo revision into the Hub cache; returns the snapshot folder.
+pub fn pull(r: &HubRef) -> Result<PathBuf> {
+    let (c, ep) = client()?;
+    let repo = repo_handle(&c, &r.repo)?;
+    repo.snapshot_download()
+        .maybe_revision(r.revision.clone())
+        .send()
+        .map_err(|e| explain(e, "downloading", &r.repo, &ep))
+}
+
+/// The cached path of one file of a repo revision (downloaded when missing).
+pub fn fetch_file(r: &HubRef, file: &str) -> Result<PathBuf> {
+    let (c, ep) = client()?;
+    let repo = repo_handle(&c, &r.repo)?;
+    repo.download_file()
+        .filename(file)
+        .maybe_revision(r.revision.clone())
+        .send()
+        .map_err(|e| explain(e, &format!("downloading {file} of"), &r.repo, &ep))
+        .with_context(|| {
+            format!(
+                "hf://{}{}",
+                r.repo,
+                r.revision.as_deref().map(|v| format!("@{v}")).unwrap_or_default()
+            )
+        })
+}

@@ -1,0 +1,410 @@
+//! The files of a published encoder, made from a run directory without any network:
+//!
+//! ```text
+//! model.safetensors   the query encoder: torchvision tensor names (conv1.weight, layer1.0.bn1.*,
+//!                     fc.0.weight …), no prefix; __metadata__: format = "pt", config (TOML),
+//!                     epoch, step, commit, metrics (JSON), moco_export = "encoder_q"
+//! config.json         architecture and training hyper-parameters
+//! README.md           the model card (YAML front matter with model-index) and loading snippets
+//! metrics.csv         the run's per-epoch metrics, as written by `moco train`
+//! ```
+//!
+//! [`normalize_exported`] turns an exported `model.safetensors` back into the run-checkpoint
+//! naming (`encoder_q.` prefix), so `moco eval`, `moco embed` and `--init` read both.
+
+use crate::config::{DataSource, RunConfig, Stem};
+use crate::io::atomic::write_atomic;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::run_dir::{read_metrics, RunDir, RunSummary};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Metadata key marking an exported encoder (value: the prefix it was taken from).
+pub const EXPORT_MARK: &str = "moco_export";
+/// Prefix of the query encoder in a run checkpoint.
+const Q_PREFIX: &str = "encoder_q.";
+
+/// What [`export_run`] wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The folder holding the files.
+    pub dir: PathBuf,
+    /// File names, in upload order.
+    pub files: Vec<String>,
+    /// kNN top-1 (%) of the run, when known.
+    pub knn_top1: Option<f64>,
+    /// Linear top-1 (%) of the run, when known.
+    pub linear_top1: Option<f64>,
+    /// Epochs trained.
+    pub epoch: String,
+}
+
+/// Options of the model card.
+#[derive(Debug, Clone, Default)]
+pub struct CardOptions {
+    /// The repo the card will live in (`namespace/name`), used in the snippets.
+    pub repo: String,
+    /// Hub dataset id to credit (default: guessed from the config, e.g. `uoft-cs/cifar10`).
+    pub dataset_id: Option<String>,
+    /// License id (default `mit`).
+    pub license: Option<String>,
+}
+
+/// Write the published files of `run_dir` into `out` (created; existing files replaced).
+pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Exported> {
+    let rd = RunDir::new(run_dir);
+    let ck_path = rd.checkpoint();
+    if !ck_path.exists() {
+        bail!(
+            "{}: no checkpoint.safetensors (not a run directory, or the run has not finished an epoch)",
+            run_dir.display()
+        );
+    }
+    let ck = Checkpoint::load(&ck_path)?;
+    let config_text = ck
+        .metadata
+        .get("config")
+        .with_context(|| format!("{}: no config in the checkpoint metadata", ck_path.display()))?
+        .clone();
+    let cfg = RunConfig::from_table(
+        toml::from_str(&config_text).with_context(|| format!("{}: config metadata is not TOML", ck_path.display()))?,
+        &format!("{} (metadata)", ck_path.display()),
+    )?;
+    let summary = RunSummary::load(&rd.summary()).ok();
+    let metrics = read_metrics(&rd.metrics()).map_err(anyhow::Error::msg)?;
+    let knn_top1 = summary
+        .as_ref()
+        .and_then(|s| s.knn_top1)
+        .or_else(|| metrics.iter().rev().find_map(|m| m.knn_top1));
+    let linear_top1 = summary.as_ref().and_then(|s| s.linear_top1);
+    let epoch = ck.metadata.get("epoch").cloned().unwrap_or_else(|| "?".into());
+
+    // The query encoder under torchvision names.
+    let mut model = Checkpoint::default();
+    for (name, t) in &ck.tensors {
+        if let Some(n) = name.strip_prefix(Q_PREFIX) {
+            model.tensors.insert(n.to_string(), t.clone());
+        }
+    }
+    if model.tensors.is_empty() {
+        bail!("{}: no encoder_q.* tensors", ck_path.display());
+    }
+    let metrics_json = serde_json::json!({
+        "knn_top1": knn_top1,
+        "linear_top1": linear_top1,
+        "knn_top1_at_init": summary.as_ref().and_then(|s| s.knn_top1_at_init),
+        "final_loss": summary.as_ref().and_then(|s| s.final_loss),
+        "status": summary.as_ref().map(|s| format!("{:?}", s.status).to_lowercase()),
+    });
+    let md = &mut model.metadata;
+    md.insert("format".into(), "pt".into());
+    md.insert("framework".into(), "candle".into());
+    md.insert("library".into(), format!("moco-harness {}", env!("CARGO_PKG_VERSION")));
+    md.insert(EXPORT_MARK.into(), Q_PREFIX.trim_end_matches('.').into());
+    md.insert("config".into(), config_text.clone());
+    md.insert("metrics".into(), metrics_json.to_string());
+    for key in ["epoch", "step", "seed", "mode", "commit"] {
+        if let Some(v) = ck.metadata.get(key) {
+            md.insert(key.into(), v.clone());
+        }
+    }
+
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    model.save(&out.join("model.safetensors"))?;
+    let config_json = serde_json::to_string_pretty(&config_json(&cfg, &epoch))? + "\n";
+    write_atomic(&out.join("config.json"), config_json.as_bytes())
+        .with_context(|| format!("writing {}", out.join("config.json").display()))?;
+    let exported = Exported {
+        dir: out.to_path_buf(),
+        files: vec![
+            "model.safetensors".into(),
+            "config.json".into(),
+            "README.md".into(),
+            "metrics.csv".into(),
+        ],
+        knn_top1,
+        linear_top1,
+        epoch: epoch.clone(),
+    };
+    let card_text = model_card(&cfg, summary.as_ref(), &exported, card);
+    write_atomic(&out.join("README.md"), card_text.as_bytes()).with_context(|| format!("writing {}", out.join("README.md").display()))?;
+    let metrics_src = rd.metrics();
+    let metrics_bytes = if metrics_src.exists() {
+        std::fs::read(&metrics_src).with_context(|| format!("reading {}", metrics_src.display()))?
+    } else {
+        Vec::new()
+    };
+    write_atomic(&out.join("metrics.csv"), &metrics_bytes).with_context(|| format!("writing {}", out.join("metrics.csv").display()))?;
+    Ok(exported)
+}
+
+/// Architecture name as torchvision spells it.
+fn arch_name(cfg: &RunConfig) -> String {
+    name_of(&cfg.model.arch)
+}
+
+/// A serde enum as its config string.
+fn name_of<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// `config.json`: what a user needs to rebuild the encoder, plus the training recipe.
+pub fn config_json(cfg: &RunConfig, epoch: &str) -> serde_json::Value {
+    serde_json::json!({
+        "library": "moco-harness",
+        "arch": arch_name(cfg),
+        "stem": name_of(&cfg.model.stem),
+        "width": cfg.model.width,
+        "head": name_of(&cfg.model.head),
+        "dim": cfg.model.feature_dim,
+        "mlp": name_of(&cfg.model.head) == "mlp",
+        "image_size": cfg.data.image_size,
+        "mean": cfg.data.mean,
+        "std": cfg.data.std,
+        "mode": name_of(&cfg.dictionary.mode),
+        "queue_size": cfg.dictionary.size,
+        "momentum": cfg.moco.momentum,
+        "temperature": cfg.moco.temperature,
+        "shuffle_bn": cfg.moco.shuffle_bn,
+        "bn_splits": cfg.model.bn_splits,
+        "augment": name_of(&cfg.augment.preset),
+        "epochs": epoch,
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.train.lr,
+        "schedule": name_of(&cfg.train.schedule),
+        "weight_decay": cfg.train.weight_decay,
+        "sgd_momentum": cfg.train.sgd_momentum,
+        "seed": cfg.seed,
+        "dataset": dataset_label(cfg).1,
+    })
+}
+
+/// (Hub dataset id, human name) of the training data, guessed from the config.
+fn dataset_label(cfg: &RunConfig) -> (Option<String>, String) {
+    let path = cfg.data.path.to_string_lossy().to_lowercase().replace(['-', '_'], "");
+    match cfg.data.source {
+        DataSource::Synthetic => (None, "built-in procedural dataset (moco-harness)".into()),
+        _ if path.contains("cifar100") => (Some("uoft-cs/cifar100".into()), "CIFAR-100".into()),
+        _ if path.contains("cifar10") => (Some("uoft-cs/cifar10".into()), "CIFAR-10".into()),
+        _ if path.contains("stl10") => (Some("tanganke/stl10".into()), "STL-10".into()),
+        _ => (None, cfg.data.path.display().to_string()),
+    }
+}
+
+/// YAML scalar: quoted when it could be misread.
+fn yaml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("{s:?}"))
+}
+
+/// The model card: YAML front matter the Hub validates (`model-index` with the run's top-1),
+/// then how the encoder was trained and how to load it in candle and PyTorch.
+pub fn model_card(cfg: &RunConfig, summary: Option<&RunSummary>, ex: &Exported, opts: &CardOptions) -> String {
+    let (guessed_id, dataset_name) = dataset_label(cfg);
+    let dataset_id = opts.dataset_id.clone().or(guessed_id);
+    let arch = arch_name(cfg);
+    let head = name_of(&cfg.model.head);
+    let version = if head == "mlp" { "v2" } else { "v1" };
+    let mode = name_of(&cfg.dictionary.mode);
+    let name = opts.repo.rsplit('/').next().unwrap_or("moco").to_string();
+    let mut y = String::from("---\n");
+    y += "library_name: candle\n";
+    y += &format!("license: {}\n", opts.license.as_deref().unwrap_or("mit"));
+    y += "tags:\n";
+    for t in [
+        "moco",
+        "self-supervised-learning",
+        "contrastive-learning",
+        "resnet",
+        "candle",
+        "safetensors",
+        "moco-harness",
+    ] {
+        y += &format!("- {t}\n");
+    }
+    if let Some(id) = &dataset_id {
+        y += &format!("datasets:\n- {id}\n");
+    }
+    y += "pipeline_tag: image-feature-extraction\n";
+    y += "metrics:\n- accuracy\n";
+    let mut results = Vec::new();
+    if let Some(v) = ex.knn_top1 {
+        results.push(("kNN top-1 (k=".to_string() + &cfg.eval.knn_k.to_string() + ")", v));
+    }
+    if let Some(v) = ex.linear_top1 {
+        results.push(("Linear-probe top-1".to_string(), v));
+    }
+    if !results.is_empty() {
+        y += "model-index:\n";
+        y += &format!("- name: {}\n", yaml_str(&name));
+        y += "  results:\n";
+        y += "  - task:\n      type: image-classification\n      name: kNN / linear probe on frozen features\n";
+        y += &format!(
+            "    dataset:\n      type: {}\n      name: {}\n      split: test\n",
+            yaml_str(dataset_id.as_deref().unwrap_or("moco-harness/builtin")),
+            yaml_str(&dataset_name)
+        );
+        y += "    metrics:\n";
+        for (n, v) in &results {
+            y += &format!(
+                "    - type: accuracy\n      value: {}\n      name: {}\n",
+                (v * 100.0).round() / 100.0,
+                yaml_str(n)
+            );
+        }
+    }
+    y += "---\n\n";
+
+    let fmt_acc = |v: Option<f64>| v.map(|v| format!("{v:.2}%")).unwrap_or_else(|| "not measured".into());
+    let mut md = y;
+    md += &format!("# MoCo {version} ({arch}, width {}) on {dataset_name}\n\n", cfg.model.width);
+    md += &format!(
+        "A query encoder f_q trained with Momentum Contrast (He et al., CVPR 2020) by \
+         moco-harness {} (Rust, candle): dictionary `{mode}`, K = {}, m = {}, τ = {}, \
+         {} head to {} dimensions, {} epochs of batch {} (lr {}, {} schedule, weight decay {}), \
+         augmentations `{}`.\n\n",
+        env!("CARGO_PKG_VERSION"),
+        cfg.dictionary.size,
+        cfg.moco.momentum,
+        cfg.moco.temperature,
+        head,
+        cfg.model.feature_dim,
+        ex.epoch,
+        cfg.train.batch_size,
+        cfg.train.lr,
+        name_of(&cfg.train.schedule),
+        cfg.train.weight_decay,
+        name_of(&cfg.augment.preset),
+    );
+    md += "| | |\n|---|---|\n";
+    md += &format!(
+        "| kNN top-1 (test split, k={}, t={}) | {} |\n",
+        cfg.eval.knn_k,
+        cfg.eval.knn_t,
+        fmt_acc(ex.knn_top1)
+    );
+    md += &format!("| linear-probe top-1 (test split) | {} |\n", fmt_acc(ex.linear_top1));
+    if let Some(s) = summary {
+        md += &format!(
+            "| kNN top-1 of the same network at initialisation | {} |\n",
+            fmt_acc(s.knn_top1_at_init)
+        );
+        md += &format!("| status | {:?} |\n", s.status);
+        md += &format!("| trained on | {} ({:.0} img/s, {:.0} s) |\n", s.device, s.images_per_s, s.wall_s);
+        md += &format!("| harness commit | `{}` |\n", s.commit);
+    }
+    md += "\nThe full run config is in `config.json` and, as TOML, in the `config` field of \
+           `model.safetensors`' metadata; per-epoch loss, kNN and throughput are in `metrics.csv`.\n\n";
+
+    md += "## Files\n\n";
+    md += "- `model.safetensors`: the query encoder with torchvision's tensor names (`conv1.weight`, \
+           `layer1.0.bn1.running_mean`, …, BatchNorm `num_batches_tracked` as int64) and the projection \
+           head as `fc.*`; metadata `format = \"pt\"`.\n";
+    md += "- `config.json`, `metrics.csv`, this card.\n\n";
+
+    md += "## Load it with the harness\n\n```sh\n";
+    md += &format!("moco pull {}\n", opts.repo);
+    md += &format!("moco eval knn hf://{} --set data.path=…\n", opts.repo);
+    md += &format!("moco embed hf://{} --data PATH --out features.safetensors\n```\n\n", opts.repo);
+    md += "## Load it in candle\n\n```rust\n";
+    md += "let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[\"model.safetensors\"], candle_core::DType::F32, &candle_core::Device::Cpu)? };\n";
+    md += "let w = vb.get((64, 3, 3, 3), \"conv1.weight\")?; // torchvision names, no prefix\n```\n\n";
+
+    md += "## Load it in PyTorch / torchvision\n\n";
+    let (block_out, fc_in) = match arch.as_str() {
+        "resnet50" => (2048, 2048),
+        _ => (512, 512),
+    };
+    if cfg.model.width == 64 {
+        md += "```python\nimport torch, torchvision\nfrom safetensors.torch import load_file\n\n";
+        md += &format!("model = torchvision.models.{arch}()\n");
+        if cfg.model.stem == Stem::Cifar {
+            md += "model.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)  # CIFAR stem: 3x3 conv, no max-pool\n";
+            md += "model.maxpool = torch.nn.Identity()\n";
+        }
+        if head == "mlp" {
+            md += &format!(
+                "model.fc = torch.nn.Sequential(torch.nn.Linear({fc_in}, {fc_in}), torch.nn.ReLU(), torch.nn.Linear({fc_in}, {}))  # MoCo v2 head\n",
+                cfg.model.feature_dim
+            );
+        } else {
+            md += &format!("model.fc = torch.nn.Linear({fc_in}, {})  # MoCo v1 head\n", cfg.model.feature_dim);
+        }
+        md += "model.load_state_dict(load_file(\"model.safetensors\"), strict=True)\n";
+        md += "model.fc = torch.nn.Identity()  # backbone features, as `moco embed --features backbone`\n";
+        md += "model.eval()\n";
+        md += &format!(
+            "# input: RGB in [0, 1], normalised with mean {:?} and std {:?}, {}x{} pixels\n```\n\n",
+            cfg.data.mean, cfg.data.std, cfg.data.image_size, cfg.data.image_size
+        );
+        md += &format!(
+            "`bench/torch_check_export.py` in the harness repository checks that these features equal \
+             `moco embed`'s ({block_out}-d) on the same images.\n\n"
+        );
+    } else {
+        md += &format!(
+            "This encoder is narrower than torchvision's (first stage {} channels instead of 64), so \
+             `torchvision.models.{arch}` cannot hold it; the tensor names are torchvision's and every \
+             channel count is scaled by {}/64. `bench/torch_check_export.py` in the harness repository \
+             builds the matching module and loads it with `strict=True`.\n\n",
+            cfg.model.width, cfg.model.width
+        );
+    }
+    md += "## Limitations\n\n";
+    md += "Self-supervised features: evaluate them with a kNN monitor or a linear probe on your data. \
+           One seed; the accuracies above are those of this run on the test split named in the \
+           front matter, not an average.\n";
+    md
+}
+
+/// If `ck` is an exported encoder (tensors without a prefix, [`EXPORT_MARK`] or no
+/// `encoder_q.` names), rename its tensors into the run-checkpoint layout (`encoder_q.*`).
+pub fn normalize_exported(ck: &mut Checkpoint) {
+    let has_q = ck.tensors.keys().any(|n| n.starts_with(Q_PREFIX));
+    if has_q {
+        return;
+    }
+    let tensors = std::mem::take(&mut ck.tensors);
+    ck.tensors = tensors
+        .into_iter()
+        .map(|(n, t)| (format!("{Q_PREFIX}{n}"), t))
+        .collect::<BTreeMap<_, _>>();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+
+    #[test]
+    fn card_front_matter_holds_the_metrics_and_names_the_dataset() {
+        let mut cfg = RunConfig::default();
+        cfg.data.source = DataSource::ImageFolder;
+        cfg.data.path = "../shared/data/cifar10-jpeg".into();
+        let ex = Exported {
+            dir: PathBuf::new(),
+            files: vec![],
+            knn_top1: Some(44.731),
+            linear_top1: None,
+            epoch: "4".into(),
+        };
+        let card = model_card(
+            &cfg,
+            None,
+            &ex,
+            &CardOptions {
+                repo: "me/moco-r18".into(),
+                ..Default::default()
+            },
+        );
+        let front = card.split("---\n").nth(1).unwrap();
+        assert!(front.contains("datasets:\n- uoft-cs/cifar10\n"), "{front}");
+        assert!(front.contains("value: 44.73\n"), "{front}");
+        assert!(front.contains("pipeline_tag: image-feature-extraction"));
+        assert!(!front.contains("Linear-probe"), "no linear number was measured: {front}");
+        assert!(card.contains("strict=True"));
+    }
+}

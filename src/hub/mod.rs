@@ -1,0 +1,94 @@
+//! Publishing encoders on the Hugging Face Hub and reading them back.
+//!
+//! - [`export`]: the files of a published encoder, made from a run directory (no network).
+//! - `client` (feature `hub`): `moco push`, `moco pull`, and `hf://` checkpoint references.
+//!
+//! Every command that takes a checkpoint also takes `hf://NAMESPACE/NAME[@REVISION]`: the
+//! repo's `model.safetensors` is fetched into the Hub cache and read like a run checkpoint.
+
+#[cfg(feature = "hub")]
+pub mod client;
+pub mod export;
+
+use crate::io::checkpoint::Checkpoint;
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+
+/// `hf://NAMESPACE/NAME[@REVISION]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRef {
+    /// `namespace/name`.
+    pub repo: String,
+    /// Branch, tag or commit; `None` = main.
+    pub revision: Option<String>,
+}
+
+impl HubRef {
+    /// Parse `hf://ns/name[@rev]` (or plain `ns/name[@rev]` when `scheme_optional`).
+    pub fn parse(s: &str, scheme_optional: bool) -> Result<Option<HubRef>> {
+        let rest = match s.strip_prefix("hf://") {
+            Some(r) => r,
+            None if scheme_optional => s,
+            None => return Ok(None),
+        };
+        let (repo, revision) = match rest.split_once('@') {
+            Some((r, v)) if !v.is_empty() => (r, Some(v.to_string())),
+            Some(_) => bail!("{s:?}: empty revision after '@'"),
+            None => (rest, None),
+        };
+        let parts: Vec<&str> = repo.split('/').collect();
+        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
+            bail!("{s:?}: expected hf://NAMESPACE/NAME[@REVISION]");
+        }
+        Ok(Some(HubRef {
+            repo: repo.to_string(),
+            revision,
+        }))
+    }
+}
+
+/// A local checkpoint path for `arg`: itself, or for `hf://…` the cached `model.safetensors`.
+pub fn resolve_checkpoint(arg: &Path) -> Result<PathBuf> {
+    let s = arg.to_string_lossy();
+    match HubRef::parse(&s, false)? {
+        None => Ok(arg.to_path_buf()),
+        Some(r) => fetch_model(&r),
+    }
+}
+
+#[cfg(feature = "hub")]
+fn fetch_model(r: &HubRef) -> Result<PathBuf> {
+    client::fetch_file(r, "model.safetensors")
+}
+
+#[cfg(not(feature = "hub"))]
+fn fetch_model(r: &HubRef) -> Result<PathBuf> {
+    bail!(
+        "hf://{}: this binary is built without the `hub` feature (cargo build --release, default features)",
+        r.repo
+    )
+}
+
+/// Load a run checkpoint or an exported encoder (renamed into the run layout).
+pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
+    let mut ck = Checkpoint::load(path)?;
+    export::normalize_exported(&mut ck);
+    Ok(ck)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HubRef;
+
+    #[test]
+    fn parses_hub_refs() {
+        assert_eq!(HubRef::parse("runs/ckpt.safetensors", false).unwrap(), None);
+        let r = HubRef::parse("hf://me/moco@epoch-4", false).unwrap().unwrap();
+        assert_eq!((r.repo.as_str(), r.revision.as_deref()), ("me/moco", Some("epoch-4")));
+        let r = HubRef::parse("me/moco", true).unwrap().unwrap();
+        assert_eq!(r.revision, None);
+        for bad in ["hf://me", "hf://me/moco/x", "hf://me/moco@", "hf:///moco"] {
+            assert!(HubRef::parse(bad, false).is_err(), "{bad}");
+        }
+    }
+}
