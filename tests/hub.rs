@@ -270,3 +270,46 @@ fn server_errors_are_retried_then_reported() {
     assert!(pushed(&env.hub, "tester/down").is_empty());
     assert_no_token(&[&o], &[&run]);
 }
+
+#[test]
+fn sweep_push_publishes_every_finished_run() {
+    let env = Env::new(LfsTransfer::Xet);
+    let mut base = tiny_config(DictionaryMode::Moco, 1);
+    base.eval.knn_every = 0;
+    std::fs::write(env.root.join("base.toml"), base.to_toml()).unwrap();
+    let sweep = env.root.join("pushme.toml");
+    std::fs::write(&sweep, "base = \"base.toml\"\n[grid]\n\"moco.momentum\" = [0.9, 0.99]\n").unwrap();
+    let results = env.root.join("results");
+    let o = env.moco(
+        &[
+            "sweep",
+            sweep.to_str().unwrap(),
+            "--no-progress",
+            "--results",
+            results.to_str().unwrap(),
+            "--push",
+            "tester/sw",
+        ],
+        TOKEN,
+        "cache",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut run_ids: Vec<String> = std::fs::read_dir(results.join("pushme"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("summary.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    run_ids.sort();
+    assert_eq!(run_ids.len(), 2);
+    let mut repos = env.hub.repos();
+    repos.sort();
+    assert_eq!(repos, run_ids.iter().map(|id| format!("models/tester/sw-{id}")).collect::<Vec<_>>());
+    for id in &run_ids {
+        let repo = format!("tester/sw-{id}");
+        assert_eq!(pushed(&env.hub, &repo).len(), 1, "{repo}");
+        let card = String::from_utf8(env.hub.file(&repo, "main", "README.md").unwrap()).unwrap();
+        assert!(card.contains(&format!("hf://{repo}")), "{card}");
+    }
+    assert_no_token(&[&o], &[&results]);
+}
