@@ -51,3 +51,14 @@ bench-venv:
 # `cargo build --release --features cuda`.
 build-cuda features="cuda" kit="../shared/cuda":
     CARGO_TARGET_DIR=target-cuda CUDAFORGE_THREADS=2 {{kit}}/build-cuda.sh --features {{features}} --bin moco --out dist-cuda --compress .
+
+# Publish a run's encoder on the Hugging Face Hub (token: HF_TOKEN or `hf auth login`).
+push run repo:
+    cargo run --release -- push {{run}} --repo {{repo}}
+
+# Check a run's exported encoder in PyTorch: torchvision ResNet, strict=True, features equal to
+# `moco embed`'s on the same inputs (needs `just bench-venv`; not part of CI).
+check-export run data="builtin":
+    cargo run --release -- push {{run}} --repo local/check --export-only target/export-check
+    cargo run --release -- embed target/export-check/model.safetensors --data {{data}} --limit 256 --with-inputs --out target/export-check/feats.safetensors
+    bench/.venv/bin/python bench/torch_check_export.py target/export-check target/export-check/feats.safetensors
