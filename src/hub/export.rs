@@ -172,7 +172,7 @@ pub fn config_json(cfg: &RunConfig, epoch: &str) -> serde_json::Value {
         "shuffle_bn": cfg.moco.shuffle_bn,
         "bn_splits": cfg.model.bn_splits,
         "augment": name_of(&cfg.augment.preset),
-        "epochs": epoch,
+        "epochs": epoch.parse::<u64>().ok(),
         "batch_size": cfg.train.batch_size,
         "lr": cfg.train.lr,
         "schedule": name_of(&cfg.train.schedule),
