@@ -313,3 +313,32 @@ fn sweep_push_publishes_every_finished_run() {
     }
     assert_no_token(&[&o], &[&results]);
 }
+
+#[test]
+fn push_to_a_new_branch_creates_it_and_leaves_main_alone() {
+    let env = Env::new(LfsTransfer::Xet);
+    let run = env.run();
+    let o = env.moco(
+        &[
+            "push",
+            run.to_str().unwrap(),
+            "--repo",
+            "tester/branchy",
+            "--revision",
+            "ablation-a",
+            "--private",
+        ],
+        TOKEN,
+        "cache",
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let commits = pushed(&env.hub, "tester/branchy");
+    assert_eq!(commits.len(), 1);
+    assert_eq!(commits[0].revision, "ablation-a");
+    assert!(env.hub.branches("tester/branchy").contains_key("ablation-a"));
+    assert!(env.hub.file("tester/branchy", "main", "model.safetensors").is_none());
+    assert!(env.hub.file("tester/branchy", "ablation-a", "model.safetensors").is_some());
+    // hf://…@branch reads it back.
+    let e = env.moco(&["eval", "knn", "hf://tester/branchy@ablation-a"], TOKEN, "cache-b");
+    assert!(e.status.success(), "{}", text(&e));
+}
