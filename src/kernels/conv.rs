@@ -212,6 +212,24 @@ fn sgemm_ld(
     rhs: &[f32],
     rhs_rc: (usize, usize),
 ) {
+    sgemm_ld_par(m, n, k, dst, ld, accumulate, lhs, lhs_rc, rhs, rhs_rc, gemm::Parallelism::None)
+}
+
+/// [`sgemm_ld`] with gemm's own threading (`Parallelism::Rayon(n)` for one large product).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn sgemm_ld_par(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ld: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    lhs_rc: (usize, usize),
+    rhs: &[f32],
+    rhs_rc: (usize, usize),
+    par: gemm::Parallelism,
+) {
     debug_assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * ld + n);
     debug_assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
     debug_assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
@@ -236,7 +254,7 @@ fn sgemm_ld(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            par,
         )
     }
 }

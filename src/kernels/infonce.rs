@@ -120,30 +120,20 @@ fn gemm_par(m: usize, n: usize, k: usize, dst: &mut [f32], lhs: &[f32], lhs_rc: 
     assert!(dst.len() == m * n);
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
     assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
-    // SAFETY: the asserts bound every index gemm touches; dst aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_rc.1 as isize,
-            lhs_rc.0 as isize,
-            rhs.as_ptr(),
-            rhs_rc.1 as isize,
-            rhs_rc.0 as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
+    // The asserts above are the bounds the callee's SAFETY relies on, checked in release too.
+    super::conv::sgemm_ld_par(
+        m,
+        n,
+        k,
+        dst,
+        n,
+        false,
+        lhs,
+        lhs_rc,
+        rhs,
+        rhs_rc,
+        gemm::Parallelism::Rayon(rayon::current_num_threads()),
+    )
 }
 
 impl CustomOp2 for NegLogits {
