@@ -466,7 +466,10 @@ pub fn run(cli: Cli) -> Result<i32> {
         } => {
             let sweep = crate::sweep::Sweep::load(&file)?;
             if let Some(p) = &push {
-                crate::hub::HubRef::parse(&format!("hf://{p}-x"), false)?;
+                if !crate::hub::ENABLED {
+                    return Err(crate::hub::disabled("--push"));
+                }
+                crate::hub::HubRef::parse(p, true).with_context(|| format!("--push {p}"))?;
             }
             let shard = shard.as_deref().map(parse_shard).transpose()?;
             eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
@@ -801,21 +804,16 @@ fn push_sweep(dir: &Path, rows: &[crate::sweep::results::Row], prefix: &str) -> 
 }
 
 #[cfg(not(feature = "hub"))]
-fn no_hub() -> anyhow::Error {
-    anyhow::anyhow!("this binary is built without the `hub` feature (build with default features)")
-}
-
-#[cfg(not(feature = "hub"))]
 fn push_run(_: &Path, _: &str, _: bool, _: Option<String>, _: Option<String>, _: crate::hub::export::CardOptions) -> Result<i32> {
-    Err(no_hub())
+    Err(crate::hub::disabled("moco push"))
 }
 
 #[cfg(not(feature = "hub"))]
 fn pull_repo(_: &str, _: Option<String>) -> Result<i32> {
-    Err(no_hub())
+    Err(crate::hub::disabled("moco pull"))
 }
 
 #[cfg(not(feature = "hub"))]
 fn push_sweep(_: &Path, _: &[crate::sweep::results::Row], _: &str) -> Result<i32> {
-    Err(no_hub())
+    unreachable!("--push is rejected before the sweep runs in a build without `hub`")
 }

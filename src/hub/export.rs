@@ -62,15 +62,8 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
         );
     }
     let ck = Checkpoint::load(&ck_path)?;
-    let config_text = ck
-        .metadata
-        .get("config")
-        .with_context(|| format!("{}: no config in the checkpoint metadata", ck_path.display()))?
-        .clone();
-    let cfg = RunConfig::from_table(
-        toml::from_str(&config_text).with_context(|| format!("{}: config metadata is not TOML", ck_path.display()))?,
-        &format!("{} (metadata)", ck_path.display()),
-    )?;
+    let cfg = crate::cli::config_from_checkpoint(&ck, &ck_path, &[])?;
+    let config_text = ck.metadata["config"].clone(); // present: config_from_checkpoint read it
     let summary = RunSummary::load(&rd.summary()).ok();
     let metrics = read_metrics(&rd.metrics()).map_err(anyhow::Error::msg)?;
     let knn_top1 = summary
@@ -139,11 +132,6 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
     Ok(exported)
 }
 
-/// Architecture name as torchvision spells it.
-fn arch_name(cfg: &RunConfig) -> String {
-    name_of(&cfg.model.arch)
-}
-
 /// A serde enum as its config string.
 fn name_of<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_value(v)
@@ -156,7 +144,7 @@ fn name_of<T: serde::Serialize>(v: &T) -> String {
 pub fn config_json(cfg: &RunConfig, epoch: &str) -> serde_json::Value {
     serde_json::json!({
         "library": "moco-harness",
-        "arch": arch_name(cfg),
+        "arch": name_of(&cfg.model.arch),
         "stem": name_of(&cfg.model.stem),
         "width": cfg.model.width,
         "head": name_of(&cfg.model.head),
@@ -205,7 +193,7 @@ fn yaml_str(s: &str) -> String {
 pub fn model_card(cfg: &RunConfig, summary: Option<&RunSummary>, ex: &Exported, opts: &CardOptions) -> String {
     let (guessed_id, dataset_name) = dataset_label(cfg);
     let dataset_id = opts.dataset_id.clone().or(guessed_id);
-    let arch = arch_name(cfg);
+    let arch = name_of(&cfg.model.arch); // as torchvision spells it
     let head = name_of(&cfg.model.head);
     let version = if head == "mlp" { "v2" } else { "v1" };
     let mode = name_of(&cfg.dictionary.mode);

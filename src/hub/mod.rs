@@ -56,6 +56,14 @@ pub fn resolve_checkpoint(arg: &Path) -> Result<PathBuf> {
     }
 }
 
+/// True when built with the `hub` feature (push, pull, hf://, data download).
+pub const ENABLED: bool = cfg!(feature = "hub");
+
+/// The error every network command gives in a build without the `hub` feature.
+pub fn disabled(what: &str) -> anyhow::Error {
+    anyhow::anyhow!("{what}: this binary is built without the `hub` feature (cargo build --release, default features)")
+}
+
 #[cfg(feature = "hub")]
 fn fetch_model(r: &HubRef) -> Result<PathBuf> {
     client::fetch_file(r, "model.safetensors")
@@ -63,10 +71,7 @@ fn fetch_model(r: &HubRef) -> Result<PathBuf> {
 
 #[cfg(not(feature = "hub"))]
 fn fetch_model(r: &HubRef) -> Result<PathBuf> {
-    bail!(
-        "hf://{}: this binary is built without the `hub` feature (cargo build --release, default features)",
-        r.repo
-    )
+    Err(disabled(&format!("hf://{}", r.repo)))
 }
 
 /// Load a run checkpoint or an exported encoder (renamed into the run layout).
