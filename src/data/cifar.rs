@@ -116,10 +116,7 @@ pub fn write_cifar10_bin(dir: &Path, splits: &Splits) -> Result<(), DataError> {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read(path).map_err(super::io_err(path))
 }
 
 /// Load CIFAR-10 (`data_batch_1..5.bin`, `test_batch.bin`) or CIFAR-100 (`train.bin`,

@@ -20,10 +20,7 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
 
 /// Decode one image file into RGB8.
 pub fn decode(path: &Path) -> Result<Image, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = std::fs::read(path).map_err(super::io_err(path))?;
     let img = image::load_from_memory(&bytes)
         .map_err(|e| DataError::Decode {
             path: path.to_path_buf(),

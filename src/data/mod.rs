@@ -16,7 +16,7 @@ pub mod stl10;
 pub mod synthetic;
 
 use crate::config::{effective_len, DataConfig, DataSource, PretrainSplit};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// One decoded image, 8-bit RGB, row-major HWC.
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +123,14 @@ pub enum DataError {
 /// pre-training set of [`pretrain_set`], whose labels the contrastive step never reads; they are
 /// never in [`Splits`], so the kNN memory and the linear classifier never see them.
 pub const UNLABELED: u32 = u32::MAX;
+
+/// `map_err` adapter: an I/O error on `path` as [`DataError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
 
 /// Train and test splits, both labelled: the kNN memory / linear classifier is fit on `train`
 /// and measured on `test`. The images of the contrastive step come from [`pretrain_set`].

@@ -8,7 +8,7 @@
 //! the classes in label order. The unlabeled images have no labels: in a pre-training set they
 //! carry [`UNLABELED`], and they never enter [`Splits`].
 
-use super::{DataError, Image, ImageSet, Splits, UNLABELED};
+use super::{io_err, DataError, Image, ImageSet, Splits, UNLABELED};
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -69,13 +69,6 @@ fn check_size(len: u64, path: &Path) -> Result<(), DataError> {
         });
     }
     Ok(())
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Read up to `limit` images (0 = all) from an `*_X.bin` file, one record at a time, so the

@@ -68,7 +68,7 @@ impl candle_core::CustomOp2 for AddRelu {
 }
 
 /// Elements per parallel task of the elementwise kernels.
-const ELEMWISE_CHUNK: usize = 1 << 15;
+pub(crate) const ELEMWISE_CHUNK: usize = 1 << 15;
 
 /// `max(0, a + b)` for two CPU tensors of one shape, one autograd node.
 pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {

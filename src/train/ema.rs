@@ -65,8 +65,9 @@ impl candle_core::InplaceOp2 for Ema {
             candle_core::bail!("ema: key has {} values, query {}", k.len(), q.len());
         }
         let (m, m1) = (self.m, self.m1);
-        k.par_chunks_mut(1 << 14)
-            .zip(q.par_chunks(1 << 14))
+        let chunk = crate::kernels::ELEMWISE_CHUNK;
+        k.par_chunks_mut(chunk)
+            .zip(q.par_chunks(chunk))
             .for_each(|(k, q)| k.iter_mut().zip(q).for_each(|(k, &q)| *k = m * *k + m1 * q));
         Ok(())
     }
