@@ -5,8 +5,8 @@
 //! real Hub requires; text files inline in the same commit.
 
 use super::export::{export_run, CardOptions, Exported};
-use super::HubRef;
-use anyhow::{anyhow, bail, Context, Result};
+use super::{split_repo, HubRef};
+use anyhow::{anyhow, Context, Result};
 use hf_hub::repository::CommitOperation;
 use hf_hub::{HFClientBuilder, HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
 use std::path::{Path, PathBuf};
@@ -39,23 +39,6 @@ pub struct PushReport {
     pub files: Vec<String>,
     /// The exported run.
     pub exported: Exported,
-}
-
-/// Split and check `namespace/name`.
-pub fn split_repo(repo: &str) -> Result<(String, String)> {
-    let ok = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 96
-            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            && !s.starts_with(['-', '.'])
-            && !s.ends_with(['-', '.'])
-            && !s.contains("--")
-            && !s.contains("..")
-    };
-    match repo.split_once('/') {
-        Some((ns, name)) if ok(ns) && ok(name) => Ok((ns.to_string(), name.to_string())),
-        _ => bail!("repo id {repo:?}: expected NAMESPACE/NAME (letters, digits, '-', '_', '.'; no '--' or '..')"),
-    }
 }
 
 /// A blocking client from the environment (endpoint, token, cache dir), and its endpoint.

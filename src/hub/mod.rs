@@ -36,14 +36,31 @@ impl HubRef {
             Some(_) => bail!("{s:?}: empty revision after '@'"),
             None => (rest, None),
         };
-        let parts: Vec<&str> = repo.split('/').collect();
-        if parts.len() != 2 || parts.iter().any(|p| p.is_empty()) {
-            bail!("{s:?}: expected hf://NAMESPACE/NAME[@REVISION]");
+        if let Err(e) = split_repo(repo) {
+            bail!("{s:?}: expected hf://NAMESPACE/NAME[@REVISION] ({e})");
         }
         Ok(Some(HubRef {
             repo: repo.to_string(),
             revision,
         }))
+    }
+}
+
+/// Split and check a repo id `namespace/name` (letters, digits, '-', '_', '.'; no leading or
+/// trailing '-'/'.', no '--' or '..'; at most 96 characters each).
+pub fn split_repo(repo: &str) -> Result<(String, String)> {
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 96
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !s.starts_with(['-', '.'])
+            && !s.ends_with(['-', '.'])
+            && !s.contains("--")
+            && !s.contains("..")
+    };
+    match repo.split_once('/') {
+        Some((ns, name)) if ok(ns) && ok(name) => Ok((ns.to_string(), name.to_string())),
+        _ => bail!("repo id {repo:?}: expected NAMESPACE/NAME (letters, digits, '-', '_', '.'; no '--' or '..')"),
     }
 }
 
@@ -92,7 +109,14 @@ mod tests {
         assert_eq!((r.repo.as_str(), r.revision.as_deref()), ("me/moco", Some("epoch-4")));
         let r = HubRef::parse("me/moco", true).unwrap().unwrap();
         assert_eq!(r.revision, None);
-        for bad in ["hf://me", "hf://me/moco/x", "hf://me/moco@", "hf:///moco"] {
+        for bad in [
+            "hf://me",
+            "hf://me/moco/x",
+            "hf://me/moco@",
+            "hf:///moco",
+            "hf://me/bad name",
+            "hf://me/a--b",
+        ] {
             assert!(HubRef::parse(bad, false).is_err(), "{bad}");
         }
     }
