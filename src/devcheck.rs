@@ -146,6 +146,34 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
         })?;
     }
     {
+        let x = (randn(&[8, 16, 8, 8], &mut rng)? * 2.0)?;
+        let res = randn(&[8, 16, 8, 8], &mut rng)?;
+        let r = randn(&[8, 16, 8, 8], &mut rng)?;
+        p.compare(
+            "batch-norm+add+relu (block join) train 2 groups 16ch 8px",
+            &["forward", "grad-input", "grad-residual", "grad-weight", "grad-bias"],
+            &|d| {
+                let store = ParamStore::new(d);
+                let bn = crate::model::layers::BatchNorm2d::new(&store, "bn", 16, 0)?;
+                let (xv, rv) = (Var::from_tensor(&x.to_device(d)?)?, Var::from_tensor(&res.to_device(d)?)?);
+                let y = bn.forward_add_relu(xv.as_tensor(), rv.as_tensor(), BnMode::Train { splits: 2 })?;
+                let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
+                let get = |t: &Tensor| g.get(t).cloned().context("no gradient");
+                let (w, b) = (
+                    store.get("bn.weight").context("bn.weight")?,
+                    store.get("bn.bias").context("bn.bias")?,
+                );
+                Ok(vec![
+                    y,
+                    get(xv.as_tensor())?,
+                    get(rv.as_tensor())?,
+                    get(w.as_tensor())?,
+                    get(b.as_tensor())?,
+                ])
+            },
+        )?;
+    }
+    {
         let a = randn(&[8, 16, 8, 8], &mut rng)?;
         let b = randn(&[8, 16, 8, 8], &mut rng)?;
         let r = randn(&[8, 16, 8, 8], &mut rng)?;

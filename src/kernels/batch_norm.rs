@@ -78,6 +78,70 @@ fn sum_dy_dev(dy: &[f32], xs: &[f32], mean: f32, eff: impl Fn(f32, f32) -> f32) 
     (s1, s2)
 }
 
+/// The forward pass: `y = [max(0,] (x − μ)·w/√(σ²+ε) + b [+ r] [)]` with per-(group, channel)
+/// statistics, one parallel task per channel.
+#[allow(clippy::too_many_arguments)]
+fn bn_fwd(
+    x: &[f32],
+    wt: &[f32],
+    bs: &[f32],
+    residual: Option<&[f32]>,
+    (n, c, hw): (usize, usize, usize),
+    g: usize,
+    eps: f64,
+    relu: bool,
+) -> Result<(Vec<f32>, GroupStats)> {
+    if g == 0 || n % g != 0 {
+        candle_core::bail!("batch_norm_train: batch {n} is not a multiple of {g} splits");
+    }
+    let per = n / g;
+    let m = (per * hw) as f64;
+    let mut y = vec![0f32; x.len()];
+    let yp = SendPtr(y.as_mut_ptr());
+    let stats: Vec<Vec<(f32, f32)>> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
+            let yp = yp;
+            (0..g)
+                .map(|gi| {
+                    let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
+                    let mean = planes().map(|o| sum(&x[o..o + hw])).sum::<f64>() / m;
+                    let var = planes().map(|o| sum_sq_dev(&x[o..o + hw], mean as f32)).sum::<f64>() / m;
+                    let inv = 1.0 / (var + eps).sqrt();
+                    let scale = (wt[ch] as f64 * inv) as f32;
+                    let shift = (bs[ch] as f64 - mean * wt[ch] as f64 * inv) as f32;
+                    for o in planes() {
+                        // SAFETY: each (image, channel) plane is written by exactly one task.
+                        let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(o), hw) };
+                        let src = &x[o..o + hw];
+                        match (residual, relu) {
+                            (Some(r), _) => dst
+                                .iter_mut()
+                                .zip(src.iter().zip(&r[o..o + hw]))
+                                .for_each(|(d, (&v, &rv))| *d = (v * scale + shift + rv).max(0.0)),
+                            (None, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0)),
+                            (None, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
+                        }
+                    }
+                    (mean as f32, var as f32)
+                })
+                .collect()
+        })
+        .collect();
+    let mut out = GroupStats {
+        mean: vec![0.0; g * c],
+        var: vec![0.0; g * c],
+    };
+    for (ch, per_group) in stats.iter().enumerate() {
+        for (gi, &(mu, v)) in per_group.iter().enumerate() {
+            out.mean[gi * c + ch] = mu;
+            out.var[gi * c + ch] = v;
+        }
+    }
+    Ok((y, out))
+}
+
 struct BnTrain {
     splits: usize,
     eps: f64,
@@ -105,57 +169,17 @@ impl CustomOp3 for BnTrain {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s1, l1)?;
-        let wt = f32_slice(s2, l2)?;
-        let bs = f32_slice(s3, l3)?;
-        let (n, c, hw) = dims(l1)?;
-        let g = self.splits;
-        if g == 0 || n % g != 0 {
-            candle_core::bail!("batch_norm_train: batch {n} is not a multiple of {g} splits");
-        }
-        let per = n / g;
-        let m = (per * hw) as f64;
-        let mut y = vec![0f32; x.len()];
-        let yp = SendPtr(y.as_mut_ptr());
-        let stats: Vec<Vec<(f32, f32)>> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
-                let yp = yp;
-                (0..g)
-                    .map(|gi| {
-                        let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
-                        let mean = planes().map(|o| sum(&x[o..o + hw])).sum::<f64>() / m;
-                        let var = planes().map(|o| sum_sq_dev(&x[o..o + hw], mean as f32)).sum::<f64>() / m;
-                        let inv = 1.0 / (var + self.eps).sqrt();
-                        let scale = (wt[ch] as f64 * inv) as f32;
-                        let shift = (bs[ch] as f64 - mean * wt[ch] as f64 * inv) as f32;
-                        for o in planes() {
-                            // SAFETY: each (image, channel) plane is written by exactly one task.
-                            let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(o), hw) };
-                            let src = &x[o..o + hw];
-                            if self.relu {
-                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0));
-                            } else {
-                                dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift);
-                            }
-                        }
-                        (mean as f32, var as f32)
-                    })
-                    .collect()
-            })
-            .collect();
-        let mut out = GroupStats {
-            mean: vec![0.0; g * c],
-            var: vec![0.0; g * c],
-        };
-        for (ch, per_group) in stats.iter().enumerate() {
-            for (gi, &(mu, v)) in per_group.iter().enumerate() {
-                out.mean[gi * c + ch] = mu;
-                out.var[gi * c + ch] = v;
-            }
-        }
-        *self.stats.lock().unwrap() = out;
+        let (y, stats) = bn_fwd(
+            f32_slice(s1, l1)?,
+            f32_slice(s2, l2)?,
+            f32_slice(s3, l3)?,
+            None,
+            dims(l1)?,
+            self.splits,
+            self.eps,
+            self.relu,
+        )?;
+        *self.stats.lock().unwrap() = stats;
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -169,67 +193,198 @@ impl CustomOp3 for BnTrain {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let grad = grad.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
-        let hw = h * w;
-        let g = self.splits;
-        let per = n / g;
-        let m = (per * hw) as f64;
         let stats = self.stats.lock().unwrap().clone();
-        let wv = super::tensor_vec(wt)?;
-        let bv = super::tensor_vec(bias)?;
+        let (wv, bv) = (super::tensor_vec(wt)?, super::tensor_vec(bias)?);
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else {
             candle_core::bail!("batch_norm_train: CPU only")
         };
-        let xv = f32_slice(xs, xl)?;
-        let dy = f32_slice(gs, gl)?;
-        let mut dx = vec![0f32; xv.len()];
-        let dp = SendPtr(dx.as_mut_ptr());
-        let sums: Vec<(f32, f32)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
-                let dp = dp;
-                let (mut dw, mut db) = (0f64, 0f64);
-                for gi in 0..g {
-                    let mean = stats.mean[gi * c + ch] as f64;
-                    let inv = 1.0 / (stats.var[gi * c + ch] as f64 + self.eps).sqrt();
-                    let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
-                    // With the fused ReLU, dy′ = dy where the output was positive, else 0
-                    // (PyTorch's threshold_backward); the output is recomputed from x.
-                    let scale = (wv[ch] as f64 * inv) as f32;
-                    let shift = (bv[ch] as f64 - mean * wv[ch] as f64 * inv) as f32;
-                    let relu = self.relu;
-                    let eff = move |d: f32, v: f32| if !relu || v * scale + shift > 0.0 { d } else { 0.0 };
-                    let (mut s_dy, mut s_dyx) = (0f64, 0f64);
-                    for o in planes() {
-                        let (a, b) = sum_dy_dev(&dy[o..o + hw], &xv[o..o + hw], mean as f32, eff);
-                        s_dy += a;
-                        s_dyx += b * inv;
-                    }
-                    // dx = k·(m·dy′ − Σdy′ − x̂·Σdy′·x̂) = a·dy′ + b·(x − μ) + c
-                    let k = wv[ch] as f64 * inv / m;
-                    let (ca, cb, cc) = ((k * m) as f32, (-k * inv * s_dyx) as f32, (-k * s_dy) as f32);
-                    let mf = mean as f32;
-                    for o in planes() {
-                        // SAFETY: each (image, channel) plane is written by exactly one task.
-                        let dst = unsafe { std::slice::from_raw_parts_mut(dp.0.add(o), hw) };
-                        for ((dd, &d), &v) in dst.iter_mut().zip(&dy[o..o + hw]).zip(&xv[o..o + hw]) {
-                            *dd = ca * eff(d, v) + cb * (v - mf) + cc;
-                        }
-                    }
-                    dw += s_dyx;
-                    db += s_dy;
-                }
-                (dw as f32, db as f32)
-            })
-            .collect();
+        let (dx, dw, db) = bn_bwd(
+            f32_slice(xs, xl)?,
+            f32_slice(gs, gl)?,
+            &wv,
+            &bv,
+            &stats,
+            (n, c, h * w),
+            self.splits,
+            self.eps,
+            self.relu,
+        );
         let dev = Device::Cpu;
-        let dx = Tensor::from_vec(dx, (n, c, h, w), &dev)?;
-        let dw = Tensor::from_vec(sums.iter().map(|s| s.0).collect::<Vec<_>>(), c, &dev)?;
-        let db = Tensor::from_vec(sums.iter().map(|s| s.1).collect::<Vec<_>>(), c, &dev)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Ok((
+            Some(Tensor::from_vec(dx, (n, c, h, w), &dev)?),
+            Some(Tensor::from_vec(dw, c, &dev)?),
+            Some(Tensor::from_vec(db, c, &dev)?),
+        ))
     }
+}
+
+/// The backward pass, with x̂ = (x − μ)/√(σ²+ε) and `dy′` = dy (masked by the fused ReLU, whose
+/// output is recomputed from x): `dx = w/(m·√(σ²+ε)) · (m·dy′ − Σdy′ − x̂·Σ(dy′·x̂))`,
+/// `dw = Σ_g Σ(dy′·x̂)`, `db = Σ_g Σdy′`. One parallel task per channel.
+#[allow(clippy::too_many_arguments)]
+fn bn_bwd(
+    xv: &[f32],
+    dy: &[f32],
+    wv: &[f32],
+    bv: &[f32],
+    stats: &GroupStats,
+    (n, c, hw): (usize, usize, usize),
+    g: usize,
+    eps: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let per = n / g;
+    let m = (per * hw) as f64;
+    let mut dx = vec![0f32; xv.len()];
+    let dp = SendPtr(dx.as_mut_ptr());
+    let sums: Vec<(f32, f32)> = (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
+            let dp = dp;
+            let (mut dw, mut db) = (0f64, 0f64);
+            for gi in 0..g {
+                let mean = stats.mean[gi * c + ch] as f64;
+                let inv = 1.0 / (stats.var[gi * c + ch] as f64 + eps).sqrt();
+                let planes = || (gi * per..(gi + 1) * per).map(|i| (i * c + ch) * hw);
+                // With the fused ReLU, dy′ = dy where the output was positive, else 0
+                // (PyTorch's threshold_backward); the output is recomputed from x.
+                let scale = (wv[ch] as f64 * inv) as f32;
+                let shift = (bv[ch] as f64 - mean * wv[ch] as f64 * inv) as f32;
+                let eff = move |d: f32, v: f32| if !relu || v * scale + shift > 0.0 { d } else { 0.0 };
+                let (mut s_dy, mut s_dyx) = (0f64, 0f64);
+                for o in planes() {
+                    let (a, b) = sum_dy_dev(&dy[o..o + hw], &xv[o..o + hw], mean as f32, eff);
+                    s_dy += a;
+                    s_dyx += b * inv;
+                }
+                // dx = k·(m·dy′ − Σdy′ − x̂·Σdy′·x̂) = a·dy′ + b·(x − μ) + c
+                let k = wv[ch] as f64 * inv / m;
+                let (ca, cb, cc) = ((k * m) as f32, (-k * inv * s_dyx) as f32, (-k * s_dy) as f32);
+                let mf = mean as f32;
+                for o in planes() {
+                    // SAFETY: each (image, channel) plane is written by exactly one task.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(dp.0.add(o), hw) };
+                    for ((dd, &d), &v) in dst.iter_mut().zip(&dy[o..o + hw]).zip(&xv[o..o + hw]) {
+                        *dd = ca * eff(d, v) + cb * (v - mf) + cc;
+                    }
+                }
+                dw += s_dyx;
+                db += s_dy;
+            }
+            (dw as f32, db as f32)
+        })
+        .collect();
+    (dx, sums.iter().map(|s| s.0).collect(), sums.iter().map(|s| s.1).collect())
+}
+
+/// Train-mode BN, the residual added, then ReLU: `max(0, bn(x) + r)` as one node (the block's
+/// join in a ResNet), arguments `(x, [w; b], r)`. The BN output is never a tensor of its own
+/// (one pass and one activation-sized tensor fewer per block, which candle's graph would
+/// otherwise keep until the backward ends); the backward masks by the saved output.
+struct BnAddRelu {
+    splits: usize,
+    eps: f64,
+    stats: Arc<Mutex<GroupStats>>,
+}
+
+impl CustomOp3 for BnAddRelu {
+    fn name(&self) -> &'static str {
+        "batch_norm_add_relu_train"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, wb, r) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?, f32_slice(s3, l3)?);
+        let d = dims(l1)?;
+        if l1.shape() != l3.shape() || wb.len() != 2 * d.1 {
+            candle_core::bail!(
+                "batch_norm_add_relu_train: shapes {:?}, {:?}, {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        let (y, stats) = bn_fwd(x, &wb[..d.1], &wb[d.1..], Some(r), d, self.splits, self.eps, true)?;
+        *self.stats.lock().unwrap() = stats;
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wb: &Tensor,
+        _r: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c, h, w) = x.dims4()?;
+        let stats = self.stats.lock().unwrap().clone();
+        let wbv = super::tensor_vec(wb)?;
+        // dy′ = dy where the output was positive: also the residual's gradient.
+        let (g, y) = (super::tensor_vec(grad)?, super::tensor_vec(res)?);
+        let mut masked = vec![0f32; g.len()];
+        masked
+            .par_chunks_mut(super::ELEMWISE_CHUNK)
+            .zip(g.par_chunks(super::ELEMWISE_CHUNK).zip(y.par_chunks(super::ELEMWISE_CHUNK)))
+            .for_each(|(o, (g, y))| {
+                o.iter_mut()
+                    .zip(g.iter().zip(y))
+                    .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
+            });
+        let (xs, xl) = x.storage_and_layout();
+        let Storage::Cpu(xs) = &*xs else {
+            candle_core::bail!("batch_norm_add_relu_train: CPU only")
+        };
+        let (dx, dw, db) = bn_bwd(
+            f32_slice(xs, xl)?,
+            &masked,
+            &wbv[..c],
+            &wbv[c..],
+            &stats,
+            (n, c, h * w),
+            self.splits,
+            self.eps,
+            false,
+        );
+        let dev = Device::Cpu;
+        let dwb = Tensor::from_vec([dw, db].concat(), 2 * c, &dev)?;
+        Ok((
+            Some(Tensor::from_vec(dx, (n, c, h, w), &dev)?),
+            Some(dwb),
+            Some(Tensor::from_vec(masked, (n, c, h, w), &dev)?),
+        ))
+    }
+}
+
+/// Fused train-mode `max(0, bn(x) + residual)` on CPU: returns `y` and the per-group statistics.
+pub fn batch_norm_add_relu_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    residual: &Tensor,
+    splits: usize,
+    eps: f64,
+) -> Result<(Tensor, GroupStats)> {
+    let stats = Arc::new(Mutex::new(GroupStats::default()));
+    let op = BnAddRelu {
+        splits,
+        eps,
+        stats: stats.clone(),
+    };
+    let wb = Tensor::cat(&[weight.contiguous()?, bias.contiguous()?], 0)?;
+    let y = x.contiguous()?.apply_op3(&wb, &residual.contiguous()?, op)?;
+    let s = stats.lock().unwrap().clone();
+    Ok((y, s))
 }
 
 /// Fused train-mode BN on CPU: returns `y` and the per-group statistics.

@@ -12,6 +12,7 @@
 pub mod batch_norm;
 pub mod conv;
 pub mod infonce;
+pub mod packed;
 
 use candle_core::{CpuStorage, Device, Layout, Result, Tensor};
 use rayon::prelude::*;

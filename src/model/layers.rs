@@ -113,6 +113,44 @@ impl BatchNorm2d {
         self.forward_maybe_relu(x, mode, true)
     }
 
+    /// `max(0, bn(x) + residual)`, a residual block's join: on CPU in train mode one fused node
+    /// ([`crate::kernels::batch_norm::batch_norm_add_relu_train`]), elsewhere BN, add, ReLU.
+    pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor, mode: BnMode) -> Result<Tensor> {
+        match mode {
+            BnMode::Train { splits } if crate::kernels::use_cpu_kernels(x.device()) => {
+                let (n, c, h, w) = x.dims4()?;
+                let (y, st) = crate::kernels::batch_norm::batch_norm_add_relu_train(
+                    x,
+                    self.weight.as_tensor(),
+                    self.bias.as_tensor(),
+                    residual,
+                    splits,
+                    BN_EPS,
+                )?;
+                let dev = x.device();
+                let (mean, var) = (
+                    Tensor::from_vec(st.mean, (splits, c), dev)?,
+                    Tensor::from_vec(st.var, (splits, c), dev)?,
+                );
+                self.update_running(&mean, &var, ((n / splits) * h * w) as f64)?;
+                Ok(y)
+            }
+            _ => add_relu(&self.forward(x, mode)?, residual),
+        }
+    }
+
+    /// Running statistics (no gradient) from the group means and biased variances `(G, C)` of
+    /// `m` values each: the average over groups, the variance unbiased.
+    fn update_running(&self, mean: &Tensor, var: &Tensor, m: f64) -> Result<()> {
+        let gm = mean.detach().mean(0)?;
+        let gv = (var.detach().mean(0)? * (m / (m - 1.0).max(1.0)))?;
+        let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (gm * BN_MOMENTUM)?)?;
+        let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (gv * BN_MOMENTUM)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        self.num_batches_tracked.set(&(self.num_batches_tracked.as_tensor() + 1.0)?)
+    }
+
     fn forward_maybe_relu(&self, x: &Tensor, mode: BnMode, relu: bool) -> Result<Tensor> {
         let (n, c, h, w) = x.dims4()?;
         let wt = self.weight.as_tensor();
@@ -134,15 +172,7 @@ impl BatchNorm2d {
             BnMode::Train { splits } => {
                 let g = splits;
                 let (y, mean, var) = batch_norm_train(x, wt, bs, g, relu)?;
-                // Running statistics (no gradient): average over groups, unbiased variance.
-                let m = ((n / g) * h * w) as f64;
-                let gm = mean.detach().mean(0)?;
-                let gv = (var.detach().mean(0)? * (m / (m - 1.0).max(1.0)))?;
-                let rm = ((self.running_mean.as_tensor() * (1.0 - BN_MOMENTUM))? + (gm * BN_MOMENTUM)?)?;
-                let rv = ((self.running_var.as_tensor() * (1.0 - BN_MOMENTUM))? + (gv * BN_MOMENTUM)?)?;
-                self.running_mean.set(&rm)?;
-                self.running_var.set(&rv)?;
-                self.num_batches_tracked.set(&(self.num_batches_tracked.as_tensor() + 1.0)?)?;
+                self.update_running(&mean, &var, ((n / g) * h * w) as f64)?;
                 Ok(y)
             }
         }
@@ -262,6 +292,50 @@ mod tests {
             let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
             let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
             for v in [&x, &wt, &b] {
+                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
+            }
+        }
+    }
+
+    /// The fused BN + residual + ReLU node against composed candle ops: output and the four
+    /// gradients (input, weight, bias, residual), whole-batch and split statistics.
+    #[test]
+    fn fused_batch_norm_add_relu_matches_composed() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2)] {
+            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
+            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+            let r = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let (y1, st) = crate::kernels::batch_norm::batch_norm_add_relu_train(
+                x.as_tensor(),
+                wt.as_tensor(),
+                b.as_tensor(),
+                r.as_tensor(),
+                g,
+                BN_EPS,
+            )
+            .unwrap();
+            let (bn, mean, _) = batch_norm_composed(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g).unwrap();
+            let y2 = (bn + r.as_tensor()).unwrap().relu().unwrap();
+            assert!(max_abs_diff(&y1, &y2) < 1e-4);
+            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
+            // Some outputs are clipped, some not: the mask is exercised.
+            let pos = y1
+                .gt(0.0)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(pos > 0.1 && pos < 0.9, "fraction positive {pos}");
+            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt, &b, &r] {
                 let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
                 assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
             }

@@ -13,7 +13,7 @@
 //! Bottleneck is torchvision's v1.5 (stride on the 3×3 conv). The CIFAR stem replaces the
 //! 7×7 conv with a 3×3 stride-1 conv and drops the max-pool, as in the MoCo CIFAR demo.
 
-use super::layers::{add_relu, avg_pool, max_pool_3x3_s2, BatchNorm2d, BnMode, Conv2d, Linear};
+use super::layers::{avg_pool, max_pool_3x3_s2, BatchNorm2d, BnMode, Conv2d, Linear};
 use super::params::ParamStore;
 use crate::config::{Arch, HeadKind, ModelConfig, Stem};
 use candle_core::{Result, Tensor};
@@ -27,6 +27,10 @@ struct Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, mode: BnMode) -> Result<Tensor> {
+        let shortcut = match &self.downsample {
+            Some((c, bn)) => bn.forward(&c.forward(x)?, mode)?,
+            None => x.clone(),
+        };
         let mut y = x.clone();
         let last = self.convs.len() - 1;
         for (i, (conv, bn)) in self.convs.iter().enumerate() {
@@ -34,14 +38,11 @@ impl Block {
             y = if i < last {
                 bn.forward_relu(&z, mode)?
             } else {
-                bn.forward(&z, mode)?
+                // The last BN, the residual join and its ReLU in one node.
+                bn.forward_add_relu(&z, &shortcut, mode)?
             };
         }
-        let shortcut = match &self.downsample {
-            Some((c, bn)) => bn.forward(&c.forward(x)?, mode)?,
-            None => x.clone(),
-        };
-        add_relu(&y, &shortcut)
+        Ok(y)
     }
 }
 

@@ -164,13 +164,24 @@ impl Learner {
     pub fn step(&mut self, views: &[Tensor], indices: &[u32], lr: f64, choices: &StepChoices) -> Result<StepStats> {
         let t = self.cfg.moco.temperature;
         let perm = choices.permutation.as_deref();
+        // MoCo's key branch (EMA, then the key encoder's forward) runs before the query's
+        // forward: the EMA reads only θq, which the query forward does not change (BN running
+        // statistics are not part of it), so the result is the same bits as the official order,
+        // and the key encoder's activations come and go before the query's graph exists
+        // (lower peak memory).
+        let k_moco = match self.cfg.dictionary.mode {
+            DictionaryMode::Moco => {
+                let (k_store, enc_k) = self.key.as_ref().expect("moco mode has a key encoder");
+                ema_update(&self.q_store, k_store, self.cfg.moco.momentum)?;
+                Some(self.shuffled_forward(enc_k, &views[1], perm)?.detach()) // (N, C)
+            }
+            _ => None,
+        };
         let q = l2_normalize(&self.encoder_q.forward(&views[0], self.train_mode())?)?; // (N, C)
                                                                                        // (positive keys, negatives, whether negatives[i] is row i's own positive, then)
         let (k_pos, negatives, mask_diagonal, after): (Tensor, Tensor, bool, AfterStep) = match self.cfg.dictionary.mode {
             DictionaryMode::Moco => {
-                let (k_store, enc_k) = self.key.as_ref().expect("moco mode has a key encoder");
-                ema_update(&self.q_store, k_store, self.cfg.moco.momentum)?;
-                let k = self.shuffled_forward(enc_k, &views[1], perm)?.detach(); // (N, C)
+                let k = k_moco.expect("computed above for moco");
                 let queue = self.queue.as_ref().expect("moco mode has a queue");
                 let keys = queue.keys.clone();
                 (
