@@ -96,7 +96,7 @@ fn bn_fwd(
     }
     let per = n / g;
     let m = (per * hw) as f64;
-    let mut y = vec![0f32; x.len()];
+    let mut y = super::zeros(x.len());
     let yp = SendPtr(y.as_mut_ptr());
     let stats: Vec<Vec<(f32, f32)>> = (0..c)
         .into_par_iter()
@@ -237,7 +237,7 @@ fn bn_bwd(
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let per = n / g;
     let m = (per * hw) as f64;
-    let mut dx = vec![0f32; xv.len()];
+    let mut dx = super::zeros(xv.len());
     let dp = SendPtr(dx.as_mut_ptr());
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
@@ -330,9 +330,17 @@ impl CustomOp3 for BnAddRelu {
         let (n, c, h, w) = x.dims4()?;
         let stats = self.stats.lock().unwrap().clone();
         let wbv = super::tensor_vec(wb)?;
-        // dy′ = dy where the output was positive: also the residual's gradient.
-        let (g, y) = (super::tensor_vec(grad)?, super::tensor_vec(res)?);
-        let mut masked = vec![0f32; g.len()];
+        // dy′ = dy where the output was positive: also the residual's gradient. Read in place
+        // (copying both to Vecs cost two activation-sized serial copies per block).
+        let grad = grad.contiguous()?;
+        let (gs, gl) = grad.storage_and_layout();
+        let (ys, yl) = res.storage_and_layout();
+        let (xs, xl) = x.storage_and_layout();
+        let (Storage::Cpu(gs), Storage::Cpu(ys), Storage::Cpu(xs)) = (&*gs, &*ys, &*xs) else {
+            candle_core::bail!("batch_norm_add_relu_train: CPU only")
+        };
+        let (g, y) = (f32_slice(gs, gl)?, f32_slice(ys, yl)?);
+        let mut masked = super::zeros(g.len());
         masked
             .par_chunks_mut(super::ELEMWISE_CHUNK)
             .zip(g.par_chunks(super::ELEMWISE_CHUNK).zip(y.par_chunks(super::ELEMWISE_CHUNK)))
@@ -341,10 +349,6 @@ impl CustomOp3 for BnAddRelu {
                     .zip(g.iter().zip(y))
                     .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
             });
-        let (xs, xl) = x.storage_and_layout();
-        let Storage::Cpu(xs) = &*xs else {
-            candle_core::bail!("batch_norm_add_relu_train: CPU only")
-        };
         let (dx, dw, db) = bn_bwd(
             f32_slice(xs, xl)?,
             &masked,

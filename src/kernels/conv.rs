@@ -342,7 +342,7 @@ fn conv_implicit(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
     let grid = ho * wp;
     // The last tap's shift plus the grid rounded up to whole panels stays inside.
     let xpad_len = g.c * pp + g.k + NR;
-    let mut y = vec![0f32; g.n * cout * plane];
+    let mut y = super::zeros(g.n * cout * plane);
     y.par_chunks_mut(cout * plane).enumerate().for_each_init(
         // The padding is never written, so it stays zero for every image of the task.
         || (vec![0f32; xpad_len], vec![0f32; cout * grid]),
@@ -395,7 +395,7 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     let rl = g.row_len();
     let bl = blocking(&g);
     let max_cols = bl.imgs * bl.rows * wo;
-    let mut y = vec![0f32; g.n * cout * plane];
+    let mut y = super::zeros(g.n * cout * plane);
     y.par_chunks_mut(bl.imgs * cout * plane).enumerate().for_each_init(
         || (vec![0f32; rl * max_cols], vec![0f32; if bl.imgs > 1 { cout * max_cols } else { 0 }]),
         |(buf, out), (t, yb)| {
@@ -440,7 +440,7 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
     let max_cols = bl.imgs * bl.rows * wo;
     let wt = transpose(w, cout, rl);
     let direct = bl.imgs == 1 && is_pointwise(&g);
-    let mut gx = vec![0f32; g.n * chw];
+    let mut gx = super::zeros(g.n * chw);
     gx.par_chunks_mut(bl.imgs * chw).enumerate().for_each_init(
         || {
             let gcols = vec![0f32; if direct { 0 } else { rl * max_cols }];
