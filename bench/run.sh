@@ -6,6 +6,7 @@
 #   bench/run.sh                 # everything: step at batch 64 (+ per-op breakdown) and 256,
 #                                # K=256 vs K=65536 (queue and memory bank), augmentation
 #   bench/run.sh step 64         # one step comparison, with the per-op breakdown
+#   bench/run.sh pairs 64 3      # ours and PyTorch alternately 3 times: each ratio and the median
 #   PYTHON=/path/to/venv/bin/python bench/run.sh   # default: bench/.venv/bin/python
 #
 # Needs: cargo (builds target/release/moco) and a venv with torch + torchvision (`just bench-venv`).
@@ -63,11 +64,35 @@ augment() {
   fi
 }
 
+pairs() {  # pairs BATCH ROUNDS: ours and PyTorch alternately, ROUNDS times; every ratio and the
+  # median. This machine's speed moves by up to 2x within minutes, so one pair can mislead.
+  local b=$1 rounds=$2 i
+  have_torch || { echo "pairs needs torch at $PY" >&2; exit 2; }
+  echo "== step, batch $b, $rounds alternating pairs =="
+  for i in $(seq "$rounds"); do
+    "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" --json "$OUT/pair-ours-$i.json" >/dev/null
+    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" \
+      --json "$OUT/pair-torch-$i.json" >/dev/null
+  done
+  python3 - "$OUT" "$rounds" <<'PY'
+import json, statistics, sys
+out, n = sys.argv[1], int(sys.argv[2])
+rows = [(json.load(open(f"{out}/pair-ours-{i}.json")), json.load(open(f"{out}/pair-torch-{i}.json"))) for i in range(1, n + 1)]
+for i, (o, t) in enumerate(rows, 1):
+    print(f"  pair {i}: ours {o['img_per_s']:.1f} img/s {o['peak_rss_mb']:.0f} MB   pytorch {t['img_per_s']:.1f} img/s {t['peak_rss_mb']:.0f} MB"
+          f"   ratio {o['img_per_s'] / t['img_per_s']:.2f}x")
+r = [o['img_per_s'] / t['img_per_s'] for o, t in rows]
+m = [o['peak_rss_mb'] / t['peak_rss_mb'] for o, t in rows]
+print(f"  median ratio {statistics.median(r):.2f}x (min {min(r):.2f}, max {max(r):.2f}); peak RSS ratio {statistics.median(m):.2f}x")
+PY
+}
+
 echo "# $(date -u +%FT%TZ)  commit $(git rev-parse --short HEAD)$(git diff --quiet || echo -dirty)  $(nproc) cores  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
 case "${1:-all}" in
   step) step "${2:-64}" --ops ;;
   k) kcost moco; kcost memory_bank ;;
   augment) augment ;;
+  pairs) pairs "${2:-64}" "${3:-3}" ;;
   all) step 64 --ops; step 256; kcost moco; kcost memory_bank; augment ;;
-  *) echo "usage: bench/run.sh [all | step BATCH | k | augment]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh [all | step BATCH | k | augment | pairs BATCH ROUNDS]" >&2; exit 2 ;;
 esac
