@@ -58,8 +58,8 @@ fn main() {
     let v = |n: usize| (0..n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect::<Vec<f32>>();
     // One image of each layer class: the weight gradient in both orientations, grad-input
     // with Wᵀ read through strides or stored row-major, and the forward product through the
-    // `gemm` crate and through kernels::packed (B pre-packed in NR-column panels, as the
-    // implicit convolution reads it), all single-threaded.
+    // `gemm` crate and through kernels::packed (B copied from pre-packed NR-column panels by
+    // its packer, so the copy is timed too), all single-threaded.
     for &(c, co, n) in &[
         (64usize, 64usize, 1024usize),
         (64, 64, 256),

@@ -116,10 +116,14 @@ fn bn_fwd(
                         let dst = unsafe { std::slice::from_raw_parts_mut(yp.0.add(o), hw) };
                         let src = &x[o..o + hw];
                         match (residual, relu) {
-                            (Some(r), _) => dst
+                            (Some(r), true) => dst
                                 .iter_mut()
                                 .zip(src.iter().zip(&r[o..o + hw]))
                                 .for_each(|(d, (&v, &rv))| *d = (v * scale + shift + rv).max(0.0)),
+                            (Some(r), false) => dst
+                                .iter_mut()
+                                .zip(src.iter().zip(&r[o..o + hw]))
+                                .for_each(|(d, (&v, &rv))| *d = v * scale + shift + rv),
                             (None, true) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = (v * scale + shift).max(0.0)),
                             (None, false) => dst.iter_mut().zip(src).for_each(|(d, &v)| *d = v * scale + shift),
                         }

@@ -1,11 +1,17 @@
-//! 2-D convolution on CPU as per-image im2col + GEMM, one autograd node.
+//! 2-D convolution on CPU, one autograd node, three passes:
 //!
-//! For each image, `cols = im2col(x_i)` `(C·k·k, Ho·Wo)` (one row per kernel tap, in the
-//! weight's (c, ky, kx) order, so every copy is a contiguous run of an image row) goes into a
-//! buffer that stays in cache, and `y_i = W · cols` lands directly in NCHW. The backward
-//! recomputes `cols` per image: `gW += gy_i · colsᵀ`, `gx_i = col2im(Wᵀ · gy_i)`. Nothing of
-//! the size of the whole batch's column matrix is ever allocated, and autograd sees one node
-//! (a batch-wide im2col node made candle allocate, zero and add a 9×-activation gradient).
+//! - Stride-1 convolutions on planes of 256+ outputs (ResNet's 32×32 and 16×16 layers), when
+//!   the CPU has AVX-512: forward and grad-input as an implicit GEMM ([`conv_implicit`] on
+//!   [`packed::gemm`]: the rows of the column matrix are read in place from a zero-padded
+//!   image; grad-input is the stride-1 convolution of gY with the flipped weight).
+//! - Otherwise im2col + GEMM (the `gemm` crate) in blocks of ~128 columns (row bands of a large
+//!   plane, several images of a small one, [`blocking`]) into a buffer that stays in cache;
+//!   grad-input `col2im(Wᵀ · gY)` with a stored `Wᵀ`.
+//! - Weight gradient `gWᵀ = cols · gYᵀ`, the taps split across tasks ([`conv_grad_weight_cpu`]).
+//!
+//! Nothing of the size of the whole batch's column matrix is ever allocated, and autograd sees
+//! one node (a batch-wide im2col node made candle allocate, zero and add a 9×-activation
+//! gradient).
 
 use super::f32_slice;
 use super::packed::{self, BSource, NoPack, PackedA, NR};
@@ -125,10 +131,11 @@ fn is_pointwise(g: &ConvGeom) -> bool {
     g.k == 1 && g.stride == 1 && g.pad == 0
 }
 
-/// Output columns per GEMM to aim for. Measured with `examples/gemm_probe.rs` (one core):
-/// a 64-row product runs ~15% faster at 256 columns than at 1,024 (the column matrix of a
-/// whole 32×32 image outgrows L2), and the deep layers' 8×8 / 4×4 planes run far below peak
-/// one image at a time, so those batch several images per GEMM.
+/// Output columns per GEMM to aim for (forward and grad-input on the im2col path; the weight
+/// gradient's blocks use [`TARGET_GW_COLS`]). Chosen with `examples/conv_ab.rs` (all 20
+/// convolutions, widths interleaved in one process): 128 ran the three passes 0–10% faster
+/// than 256 and 10–25% faster than 1,024 (whole 32×32 images, whose column matrix outgrows
+/// L2); the deep layers' 8×8 / 4×4 planes batch several images per GEMM.
 fn target_cols() -> usize {
     TARGET_COLS.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -136,8 +143,9 @@ fn target_cols() -> usize {
 static TARGET_COLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(128);
 static TARGET_GW_COLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(256);
 
-/// Override the GEMM widths (forward and grad-input; the weight gradient's inner dimension)
-/// for `examples/conv_ab.rs`, which measures them.
+/// Override the GEMM widths (forward and grad-input; the weight gradient's inner dimension),
+/// process-wide, for `examples/conv_ab.rs`, which measures them. Benchmarks only: the weight
+/// gradient's bits depend on its block width.
 #[doc(hidden)]
 pub fn set_target_cols(n: usize, gw: usize) {
     TARGET_COLS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
@@ -278,6 +286,7 @@ pub(crate) fn sgemm_ld_par(
     rhs_rc: (usize, usize),
     par: gemm::Parallelism,
 ) {
+    assert!(m <= 1 || ld >= n, "rows of dst overlap");
     assert!(m == 0 || n == 0 || dst.len() >= (m - 1) * ld + n);
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rc.0 + (k - 1) * lhs_rc.1);
     assert!(k == 0 || n == 0 || rhs.len() > (k - 1) * rhs_rc.0 + (n - 1) * rhs_rc.1);
@@ -364,16 +373,17 @@ fn conv_implicit(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
     y
 }
 
-/// Whether [`conv_implicit`] takes this forward.
+/// Whether [`conv_implicit`] takes this forward. Only with the AVX-512 microkernel: the
+/// portable one is exact but scalar, far slower than the `gemm` crate's im2col path.
 fn implicit_fwd(g: &ConvGeom) -> bool {
-    g.stride == 1 && g.ho() * g.wo() >= IMPLICIT_MIN_PLANE
+    packed::has_fast_kernel() && g.stride == 1 && g.ho() * g.wo() >= IMPLICIT_MIN_PLANE
 }
 
 /// The grad-input of a stride-1 convolution is itself a stride-1 convolution of `gY` with the
 /// flipped, transposed weight and padding `k − 1 − pad`: its geometry, when that runs as an
 /// implicit GEMM (no col2im then either).
 fn implicit_grad_input(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
-    (g.stride == 1 && g.pad < g.k && g.h * g.w >= IMPLICIT_MIN_PLANE).then(|| ConvGeom {
+    (packed::has_fast_kernel() && g.stride == 1 && g.pad < g.k && g.h * g.w >= IMPLICIT_MIN_PLANE).then(|| ConvGeom {
         n: g.n,
         c: cout,
         h: g.ho(),
@@ -490,7 +500,8 @@ fn gy_block<'a>(
 
 /// The weight gradient's work is cut into this many fixed tasks (taps × image chunks), whatever
 /// the number of threads, and the image chunks' partial sums are added in order, so a run
-/// gives the same bits on any machine.
+/// gives the same bits with any number of threads (on one kind of CPU: the `gemm` crate picks
+/// its SIMD kernel per machine).
 const GW_TASKS: usize = 8;
 
 /// Weight gradient: `gWᵀ (C·k·k, Cout) += cols · gYᵀ` over all images (this orientation runs

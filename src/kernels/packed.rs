@@ -1,16 +1,19 @@
 //! A small packed GEMM for the convolutions: `C (M×N) [+]= A (M×K) · B (K×N)`, `C` row-major.
 //!
 //! `A` (the weights, reused by every image) is packed once per call into 8-row panels per
-//! block of [`KC`] inner indices; `B` is packed [`NR`] columns at a time by a function the
-//! caller gives — the convolution packs its im2col columns straight from the image into the
-//! panel, so no column matrix is ever written out and read back (with the `gemm` crate, im2col
-//! and the crate's own packing were two more passes over 9× the activations). The panel
-//! (`KC × NR`, 24 KB) stays in L1 while every 8-row panel of `A` (from L2) multiplies it in an
-//! 8×32 AVX-512 microkernel: 16 accumulators, two loads and eight broadcasts per 16 FMAs.
-//! Measured on this machine's Xeon (`examples/ukernel_probe.rs`, one core, packed operands):
-//! 151–161 GFLOP/s at `KC` = 96–288 for the 64-channel layers, where the `gemm` crate ran the
-//! same product at 99–124 (`examples/gemm_probe.rs`). Without AVX-512 a portable kernel with
-//! the same arithmetic runs instead.
+//! block of [`KC`] inner indices; `B`'s rows are either read in place through a table of row
+//! offsets ([`BSource::Rows`]: the convolution's implicit GEMM reads the rows of its column
+//! matrix straight from a zero-padded image, so no column matrix is written, read back or
+//! packed — with the `gemm` crate, im2col and the crate's packing were two passes over 9× the
+//! activations) or packed [`NR`] columns at a time by a caller's function ([`BSource::Packed`]).
+//! Each `KC × NR` block of `B` stays in L1 while every 8-row panel of `A` (from L2) multiplies
+//! it in an 8×32 AVX-512 microkernel: 16 accumulators, two loads and eight broadcasts per 16
+//! FMAs. On pre-packed operands (one core, this machine's Xeon) it ran 151–161 GFLOP/s at
+//! `KC` = 96–288 for the 64-channel layers where the `gemm` crate ran 99–124; in the training
+//! step it is ~15% less efficient per FLOP than the crate's kernel (unaligned rows, each
+//! block's first pass from L2) but saves the im2col and packing passes. Without AVX-512 a
+//! portable kernel with the same arithmetic runs (exact, scalar, slow: the convolutions then
+//! keep the `gemm` crate's path, [`has_fast_kernel`]).
 
 /// Rows of an `A` panel (and of the microkernel's tile).
 pub const MR: usize = 8;
@@ -181,6 +184,18 @@ pub fn gemm<F: FnMut(usize, usize, usize, usize, &mut [f32])>(
 
 /// `tile (MR×NR, rows ldc apart) [+]= Σ_kk a[kk·MR + r] · b[offs[kk] + j]`.
 type Kernel = unsafe fn(usize, *const f32, *const f32, *const usize, *mut f32, usize, bool);
+
+/// Whether the AVX-512 microkernel runs on this CPU (else the portable one).
+pub fn has_fast_kernel() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 fn microkernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
