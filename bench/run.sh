@@ -23,13 +23,21 @@ DATA=${DATA:-../shared/data/cifar10-jpeg}
 
 have_torch() { "$PY" -c 'import torch, torchvision' 2>/dev/null; }
 
+# The same step on each side (bench/step.toml's model: width 64, K 4096, τ 0.2, 4 BN groups).
+ours_step() {  # ours_step BATCH JSON [--ops]
+  "$MOCO" bench step bench/step.toml --set train.batch_size="$1" --steps "$STEPS" ${3:-} --json "$2" >/dev/null
+}
+torch_step() {  # torch_step BATCH JSON [--ops]
+  "$PY" bench/torch_step.py --batch "$1" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" ${3:-} \
+    --json "$2" >/dev/null
+}
+
 step() {  # step BATCH [--ops]: ours and PyTorch, same model and step, then the ratio
   local b=$1 ops=${2:-}
   echo "== step, batch $b =="
-  "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" $ops --json "$OUT/ours-b$b.json" >/dev/null
+  ours_step "$b" "$OUT/ours-b$b.json" $ops
   if have_torch; then
-    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" $ops \
-      --json "$OUT/torch-b$b.json" >/dev/null
+    torch_step "$b" "$OUT/torch-b$b.json" $ops
     "$MOCO" bench compare "$OUT/ours-b$b.json" "$OUT/torch-b$b.json"
   else
     echo "(no torch at $PY: ours only; \`just bench-venv\` makes one)"; cat "$OUT/ours-b$b.json"
@@ -70,9 +78,8 @@ pairs() {  # pairs BATCH ROUNDS: ours and PyTorch alternately, ROUNDS times; eve
   have_torch || { echo "pairs needs torch at $PY" >&2; exit 2; }
   echo "== step, batch $b, $rounds alternating pairs =="
   for i in $(seq "$rounds"); do
-    "$MOCO" bench step bench/step.toml --set train.batch_size="$b" --steps "$STEPS" --json "$OUT/pair-ours-$i.json" >/dev/null
-    "$PY" bench/torch_step.py --batch "$b" --width 64 --k 4096 --tau 0.2 --bn-splits 4 --steps "$STEPS" \
-      --json "$OUT/pair-torch-$i.json" >/dev/null
+    ours_step "$b" "$OUT/pair-ours-$i.json"
+    torch_step "$b" "$OUT/pair-torch-$i.json"
   done
   python3 - "$OUT" "$rounds" <<'PY'
 import json, statistics, sys

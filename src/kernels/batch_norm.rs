@@ -334,25 +334,12 @@ impl CustomOp3 for BnAddRelu {
         let (n, c, h, w) = x.dims4()?;
         let stats = self.stats.lock().unwrap().clone();
         let wbv = super::tensor_vec(wb)?;
-        // dy′ = dy where the output was positive: also the residual's gradient. Read in place
-        // (copying both to Vecs cost two activation-sized serial copies per block).
-        let grad = grad.contiguous()?;
-        let (gs, gl) = grad.storage_and_layout();
-        let (ys, yl) = res.storage_and_layout();
+        // dy′ = dy where the output was positive: also the residual's gradient.
+        let masked = super::mask_by_output(grad, res)?;
         let (xs, xl) = x.storage_and_layout();
-        let (Storage::Cpu(gs), Storage::Cpu(ys), Storage::Cpu(xs)) = (&*gs, &*ys, &*xs) else {
+        let Storage::Cpu(xs) = &*xs else {
             candle_core::bail!("batch_norm_add_relu_train: CPU only")
         };
-        let (g, y) = (f32_slice(gs, gl)?, f32_slice(ys, yl)?);
-        let mut masked = super::zeros(g.len());
-        masked
-            .par_chunks_mut(super::ELEMWISE_CHUNK)
-            .zip(g.par_chunks(super::ELEMWISE_CHUNK).zip(y.par_chunks(super::ELEMWISE_CHUNK)))
-            .for_each(|(o, (g, y))| {
-                o.iter_mut()
-                    .zip(g.iter().zip(y))
-                    .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
-            });
         let (dx, dw, db) = bn_bwd(
             f32_slice(xs, xl)?,
             &masked,

@@ -383,15 +383,17 @@ fn implicit_fwd(g: &ConvGeom) -> bool {
 /// flipped, transposed weight and padding `k − 1 − pad`: its geometry, when that runs as an
 /// implicit GEMM (no col2im then either).
 fn implicit_grad_input(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
-    (packed::has_fast_kernel() && g.stride == 1 && g.pad < g.k && g.h * g.w >= IMPLICIT_MIN_PLANE).then(|| ConvGeom {
-        n: g.n,
-        c: cout,
-        h: g.ho(),
-        w: g.wo(),
-        k: g.k,
-        stride: 1,
-        pad: g.k - 1 - g.pad,
-    })
+    (g.stride == 1 && g.pad < g.k)
+        .then(|| ConvGeom {
+            n: g.n,
+            c: cout,
+            h: g.ho(),
+            w: g.wo(),
+            k: g.k,
+            stride: 1,
+            pad: g.k - 1 - g.pad,
+        })
+        .filter(implicit_fwd)
 }
 
 /// Forward: per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) · cols`, written

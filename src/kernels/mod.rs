@@ -54,18 +54,30 @@ impl candle_core::CustomOp2 for AddRelu {
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
     fn bwd(&self, a: &Tensor, _b: &Tensor, res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (g, y) = (tensor_vec(grad)?, tensor_vec(res)?);
-        let mut out = zeros(g.len());
-        out.par_chunks_mut(ELEMWISE_CHUNK)
-            .zip(g.par_chunks(ELEMWISE_CHUNK).zip(y.par_chunks(ELEMWISE_CHUNK)))
-            .for_each(|(o, (g, y))| {
-                o.iter_mut()
-                    .zip(g.iter().zip(y))
-                    .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
-            });
-        let gt = Tensor::from_vec(out, a.shape(), a.device())?;
+        let gt = Tensor::from_vec(mask_by_output(grad, res)?, a.shape(), a.device())?;
         Ok((Some(gt.clone()), Some(gt)))
     }
+}
+
+/// The gradient through a ReLU from its saved output: `grad · [y > 0]` (PyTorch's
+/// threshold_backward), one parallel pass reading both CPU tensors in place.
+pub(crate) fn mask_by_output(grad: &Tensor, res: &Tensor) -> Result<Vec<f32>> {
+    let grad = grad.contiguous()?;
+    let (gs, gl) = grad.storage_and_layout();
+    let (ys, yl) = res.storage_and_layout();
+    let (candle_core::Storage::Cpu(gs), candle_core::Storage::Cpu(ys)) = (&*gs, &*ys) else {
+        candle_core::bail!("relu mask: CPU only")
+    };
+    let (g, y) = (f32_slice(gs, gl)?, f32_slice(ys, yl)?);
+    let mut out = zeros(g.len());
+    out.par_chunks_mut(ELEMWISE_CHUNK)
+        .zip(g.par_chunks(ELEMWISE_CHUNK).zip(y.par_chunks(ELEMWISE_CHUNK)))
+        .for_each(|(o, (g, y))| {
+            o.iter_mut()
+                .zip(g.iter().zip(y))
+                .for_each(|(o, (g, y))| *o = if *y > 0.0 { *g } else { 0.0 })
+        });
+    Ok(out)
 }
 
 /// Elements per parallel task of the elementwise kernels.

@@ -200,7 +200,7 @@ pub fn has_fast_kernel() -> bool {
 fn microkernel() -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
+        if has_fast_kernel() {
             return avx512::kernel_8x32;
         }
     }

@@ -127,11 +127,7 @@ impl BatchNorm2d {
                     splits,
                     BN_EPS,
                 )?;
-                let dev = x.device();
-                let (mean, var) = (
-                    Tensor::from_vec(st.mean, (splits, c), dev)?,
-                    Tensor::from_vec(st.var, (splits, c), dev)?,
-                );
+                let (mean, var) = group_stats(st, c, x.device())?;
                 self.update_running(&mean, &var, ((n / splits) * h * w) as f64)?;
                 Ok(y)
             }
@@ -187,12 +183,18 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize, re
         let c = x.dim(1)?;
         let f = if relu { k::batch_norm_relu_train } else { k::batch_norm_train };
         let (y, st) = f(x, weight, bias, g, BN_EPS)?;
-        let dev = x.device();
-        Ok((y, Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
+        let (mean, var) = group_stats(st, c, x.device())?;
+        Ok((y, mean, var))
     } else {
         let (y, mean, var) = batch_norm_composed(x, weight, bias, g)?;
         Ok((if relu { y.relu()? } else { y }, mean, var))
     }
+}
+
+/// The fused kernels' group statistics as `(G, C)` tensors (means, biased variances).
+fn group_stats(st: crate::kernels::batch_norm::GroupStats, c: usize, dev: &candle_core::Device) -> Result<(Tensor, Tensor)> {
+    let g = st.mean.len() / c.max(1);
+    Ok((Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
 }
 
 /// `max(0, a + b)` (the residual join): on CPU one node whose backward masks the gradient once
