@@ -4,7 +4,8 @@
 //!
 //!     cargo run --release --example conv_ab -- 128 256    # forward/grad-input GEMM widths
 //!     cargo run --release --example conv_ab -- 40128      # width 128, weight-gradient K 4·64
-use moco_harness::kernels::conv::{parts, set_target_cols, ConvGeom};
+//!     cargo run --release --example conv_ab -- 128 1000128 # 1000000+: implicit weight gradient off
+use moco_harness::kernels::conv::{parts, set_implicit_gw, set_target_cols, ConvGeom};
 use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -35,6 +36,8 @@ fn main() {
     let mut best = vec![vec![[f64::MAX; 3]; shapes.len()]; targets.len()];
     for _ in 0..rounds {
         for (ti, &t) in targets.iter().enumerate() {
+            set_implicit_gw(t < 1_000_000);
+            let t = t % 1_000_000;
             set_target_cols(t % 10000, if t >= 10000 { t / 10000 * 64 } else { 256 });
             for (li, &(c, co, side, k, s, p)) in shapes.iter().enumerate() {
                 let g = ConvGeom {

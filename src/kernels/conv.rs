@@ -14,7 +14,7 @@
 //! gradient).
 
 use super::f32_slice;
-use super::packed::{self, BSource, NoPack, PackedA, NR};
+use super::packed::{self, BSource, NoPack, PackedA, NR, WR, WV};
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -512,6 +512,9 @@ const GW_TASKS: usize = 8;
 /// copies, and the images split too where the weight is small (the stem, 1×1 convolutions).
 /// Each task im2cols only its own taps, in blocks of about [`TARGET_GW_COLS`] columns.
 fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    if implicit_gw(&g, cout) {
+        return conv_grad_weight_implicit(x, gy, g, cout);
+    }
     let (plane, wo, ho) = (g.ho() * g.wo(), g.wo(), g.ho());
     let rl = g.row_len();
     let bl = blocking_for(&g, TARGET_GW_COLS.load(std::sync::atomic::Ordering::Relaxed));
@@ -546,6 +549,134 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
         for p in 0..tap_parts {
             let part = &partial[ci * tap_parts + p];
             transpose_add(part, part.len() / cout, cout, &mut gw, rl, p * taps_per);
+        }
+    }
+    gw
+}
+
+/// Inner indices (output positions) per block of the implicit weight gradient: `A`'s block
+/// (`GW_KC × 64` floats, 32 KB) stays in L1 while every tile of taps multiplies it.
+const GW_KC: usize = 128;
+
+/// A task's partial `gWᵀ` of the implicit weight gradient is kept under this size (L2), the
+/// taps split into more parts when the layer's weight is larger.
+const GW_ACC_BYTES: usize = 256 << 10;
+
+static IMPLICIT_GW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turn the implicit weight gradient off (or back on), process-wide, for `examples/conv_ab.rs`'s
+/// A/B against the im2col path. Benchmarks only.
+#[doc(hidden)]
+pub fn set_implicit_gw(on: bool) {
+    IMPLICIT_GW.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Output planes from this size up take the implicit weight gradient. Measured with
+/// `examples/conv_ab.rs` (batch 64, one process, interleaved, min of 7): the 32×32 layers
+/// ran 185–200 GFLOP/s against 120–128 on the im2col path; at 16×16 the two were even
+/// (151–160 vs 151–175), at 8×8 and 4×4 the implicit one was slower (142–148 vs 161–166,
+/// 100–102 vs 136–142: short grids, a third of a 4×4 grid is padding).
+const IMPLICIT_GW_MIN_PLANE: usize = 512;
+
+/// Whether the weight gradient runs as [`conv_grad_weight_implicit`]: stride 1, a plane of
+/// [`IMPLICIT_GW_MIN_PLANE`]+ outputs, 64+ taps (not the stem), output channels a multiple of
+/// 64, the AVX-512 kernel.
+fn implicit_gw(g: &ConvGeom, cout: usize) -> bool {
+    packed::has_fast_kernel()
+        && g.stride == 1
+        && g.ho() * g.wo() >= IMPLICIT_GW_MIN_PLANE
+        && g.row_len() >= 64
+        && cout.is_multiple_of(WV)
+        && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Weight gradient of a stride-1 convolution as an implicit GEMM on the wide tile
+/// ([`packed::wide_tile`]): with `q = oy·Wp + ox` on the padded-width output grid,
+/// `gWᵀ[(c, ky, kx)][o] = Σ_q xpad[c·Hp·Wp + ky·Wp + kx + q] · gY[o][q]` — each row of the
+/// column matrix is the zero-padded image at a fixed shift, read in place (no im2col), and
+/// `gY` is laid out `q`-major in 64-channel panels with zeros at the `Wp − Wo` extra columns
+/// (so they add nothing). Tasks: taps × image chunks as in [`conv_grad_weight_cpu`], fixed
+/// whatever the thread count, image chunks added in order.
+fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    debug_assert!(g.stride == 1 && cout.is_multiple_of(WV));
+    let (ho, wo) = (g.ho(), g.wo());
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let (pp, hw, plane) = (hp * wp, g.h * g.w, ho * wo);
+    let grid = ho * wp;
+    let (rl, kk2) = (g.row_len(), g.k * g.k);
+    let roff: Vec<usize> = (0..rl).map(|r| (r / kk2) * pp + ((r / g.k) % g.k) * wp + r % g.k).collect();
+    let panels = cout / WV;
+    let parts = (rl * cout * 4).div_ceil(GW_ACC_BYTES).clamp(1, GW_TASKS);
+    let rows_per = rl.div_ceil(parts).next_multiple_of(WR);
+    let parts = rl.div_ceil(rows_per);
+    let imgs_per = g.n.div_ceil((GW_TASKS / parts).clamp(1, g.n.max(1)));
+    let chunks = g.n.div_ceil(imgs_per);
+    let tasks: Vec<(usize, usize)> = (0..chunks).flat_map(|ci| (0..parts).map(move |p| (ci, p))).collect();
+    // The last tap's shift plus the whole grid stays inside.
+    let xpad_len = g.c * pp + g.k + WR;
+    let partial: Vec<Vec<f32>> = tasks
+        .into_par_iter()
+        .map(|(ci, p)| {
+            let rows = p * rows_per..((p + 1) * rows_per).min(rl);
+            let nr = rows.len();
+            let mut acc = vec![0f32; nr * cout];
+            // Padding and the extra grid columns are never written: they stay zero.
+            let mut xpad = vec![0f32; xpad_len];
+            let (mut gyt, go) = packed::aligned_zeros(panels * grid * WV);
+            let gyt = &mut gyt[go..go + panels * grid * WV];
+            let mut tile = [0f32; WR * WV];
+            for i in ci * imgs_per..((ci + 1) * imgs_per).min(g.n) {
+                let xi = &x[i * g.c * hw..(i + 1) * g.c * hw];
+                for c in 0..g.c {
+                    for iy in 0..g.h {
+                        xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
+                    }
+                }
+                let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
+                for o in 0..cout {
+                    let (pn, v) = (o / WV, o % WV);
+                    for oy in 0..ho {
+                        let src = &gyi[o * plane + oy * wo..][..wo];
+                        let dst = &mut gyt[(pn * grid + oy * wp) * WV + v..];
+                        for (ox, s) in src.iter().enumerate() {
+                            dst[ox * WV] = *s;
+                        }
+                    }
+                }
+                for k0 in (0..grid).step_by(GW_KC) {
+                    let kl = GW_KC.min(grid - k0);
+                    for pn in 0..panels {
+                        let a = gyt[(pn * grid + k0) * WV..].as_ptr();
+                        for t0 in (0..nr).step_by(WR) {
+                            let tr = WR.min(nr - t0);
+                            let boff: [usize; WR] = std::array::from_fn(|j| roff[rows.start + t0 + j.min(tr - 1)] + k0);
+                            let off = t0 * cout + pn * WV;
+                            if tr == WR {
+                                // SAFETY: A's block holds kl·WV floats (inside gyt), each B row
+                                // kl floats (the largest shift plus the grid is inside xpad),
+                                // the tile's WR rows × WV columns lie inside acc (rows cout
+                                // apart, pn·WV + WV ≤ cout).
+                                unsafe { packed::wide_tile(kl, a, xpad.as_ptr(), &boff, acc.as_mut_ptr().add(off), cout, true) }
+                            } else {
+                                // SAFETY: as above, into the local WR × WV tile.
+                                unsafe { packed::wide_tile(kl, a, xpad.as_ptr(), &boff, tile.as_mut_ptr(), WV, false) }
+                                for j in 0..tr {
+                                    let dst = &mut acc[off + j * cout..][..WV];
+                                    dst.iter_mut().zip(&tile[j * WV..(j + 1) * WV]).for_each(|(d, s)| *d += s);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut gw = vec![0f32; cout * rl];
+    for ci in 0..chunks {
+        for p in 0..parts {
+            let part = &partial[ci * parts + p];
+            transpose_add(part, part.len() / cout, cout, &mut gw, rl, p * rows_per);
         }
     }
     gw
@@ -740,6 +871,78 @@ mod tests {
     }
 
     /// The gradients do not depend on the number of threads (fixed chunks, summed in order).
+    /// The implicit weight gradient (wide tile, padded grid) against an f64 reference on shapes
+    /// with every edge: taps not a multiple of the tile, several 64-channel panels, taps split
+    /// into parts (a weight over 256 KB), 1×1, 5×5 and unpadded kernels, grids longer than one
+    /// block; the same bits with 1, 2 and 3 threads. Called directly, so it runs (on the
+    /// portable kernel) on CPUs without AVX-512 too.
+    #[test]
+    fn implicit_weight_gradient_matches_a_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for (n, c, h, w, cout, k, pad) in [
+            (3, 5, 9, 7, 64, 3, 1),
+            (2, 3, 6, 6, 128, 3, 1),
+            (4, 7, 5, 8, 64, 1, 0),
+            (2, 2, 11, 10, 64, 5, 2),
+            (3, 4, 12, 9, 64, 3, 0),
+            (2, 128, 4, 4, 128, 3, 1),
+            (9, 2, 17, 16, 64, 3, 1),
+        ] {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                k,
+                stride: 1,
+                pad,
+            };
+            let mut vals = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+            let x = vals(n * c * h * w);
+            let gy = vals(n * cout * g.ho() * g.wo());
+            let (ho, wo) = (g.ho(), g.wo());
+            let mut want = vec![0f64; cout * g.row_len()];
+            for i in 0..n {
+                for o in 0..cout {
+                    for ci in 0..c {
+                        for ky in 0..k {
+                            for kx in 0..k {
+                                let mut s = 0f64;
+                                for oy in 0..ho {
+                                    for ox in 0..wo {
+                                        let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
+                                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                            s += x[((i * c + ci) * h + iy as usize) * w + ix as usize] as f64
+                                                * gy[((i * cout + o) * ho + oy) * wo + ox] as f64;
+                                        }
+                                    }
+                                }
+                                want[((o * c + ci) * k + ky) * k + kx] += s;
+                            }
+                        }
+                    }
+                }
+            }
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| conv_grad_weight_implicit(&x, &gy, g, cout))
+            };
+            let got = run(1);
+            for (j, (a, b)) in got.iter().zip(&want).enumerate() {
+                assert!(
+                    (*a as f64 - b).abs() < 1e-4 * (1.0 + b.abs()),
+                    "{g:?} cout {cout} [{j}]: {a} vs {b}"
+                );
+            }
+            for threads in [2, 3] {
+                assert!(
+                    run(threads).iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{threads} threads"
+                );
+            }
+        }
+    }
+
     #[test]
     fn backward_bits_do_not_depend_on_threads() {
         // A small weight (image chunks summed), and a wide one whose taps are split across

@@ -228,9 +228,62 @@ unsafe fn portable_kernel(kc: usize, a: *const f32, b: *const f32, offs: *const 
     }
 }
 
+/// Rows of the "wide" tile ([`wide_tile`]): pixels or taps, one broadcast each.
+pub const WR: usize = 6;
+/// Columns of the wide tile: four AVX-512 vectors (64 output channels).
+pub const WV: usize = 64;
+
+/// The wide tile: `C (WR × WV, rows ldc apart) [+]= Σ_kk B(kk, j) · A[kk·WV + v]` with
+/// `B(kk, j) = b[boff[j] + kk]` — `A` a k-major panel of 64-wide vectors (four aligned loads
+/// per step), `B` six rows read in place, one broadcast each per step: 24 accumulators, ten
+/// loads per 24 FMAs, and no vector load of `B`, so `B`'s alignment does not matter (the 8×32
+/// kernel's unaligned `B` rows cost it ~15%, `examples/kernel_probe.rs`). The weight gradient
+/// of a stride-1 convolution runs on it ([`super::conv`]). `a` should be 64-byte aligned.
+///
+/// # Safety
+/// `a` holds `WV·kc` floats, each `b + boff[j]` `kc` floats, `c` a `WR × WV` tile with rows
+/// `ldc` apart.
+pub unsafe fn wide_tile(kc: usize, a: *const f32, b: *const f32, boff: &[usize; WR], c: *mut f32, ldc: usize, acc: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_fast_kernel() {
+            return avx512::wide_6x64(kc, a, b, boff, c, ldc, acc);
+        }
+    }
+    portable_wide(kc, a, b, boff, c, ldc, acc)
+}
+
+/// [`wide_tile`] without SIMD intrinsics, the same arithmetic (a chain of FMAs over `kk` per
+/// element), so the same bits.
+unsafe fn portable_wide(kc: usize, a: *const f32, b: *const f32, boff: &[usize; WR], c: *mut f32, ldc: usize, acc: bool) {
+    let mut t = [[0f32; WV]; WR];
+    for kk in 0..kc {
+        let ak = a.add(kk * WV);
+        for (j, row) in t.iter_mut().enumerate() {
+            let bv = *b.add(boff[j] + kk);
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = bv.mul_add(*ak.add(v), *x);
+            }
+        }
+    }
+    for (j, row) in t.iter().enumerate() {
+        let p = c.add(j * ldc);
+        for (v, x) in row.iter().enumerate() {
+            *p.add(v) = if acc { *p.add(v) + x } else { *x };
+        }
+    }
+}
+
+/// A zeroed buffer of `n` floats whose element `off` is 64-byte aligned: `(buffer, off)`.
+pub fn aligned_zeros(n: usize) -> (Vec<f32>, usize) {
+    let v = vec![0f32; n + 16];
+    let off = v.as_ptr().align_offset(64).min(15);
+    (v, off)
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::MR;
+    use super::{MR, WR, WV};
     use std::arch::x86_64::*;
 
     /// The 8×32 microkernel (see the module docs).
@@ -260,6 +313,41 @@ mod avx512 {
             } else {
                 _mm512_storeu_ps(p, ri[0]);
                 _mm512_storeu_ps(p.add(16), ri[1]);
+            }
+        }
+    }
+    /// The 6×64 wide tile ([`super::wide_tile`]).
+    ///
+    /// # Safety
+    /// As [`super::wide_tile`]; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn wide_6x64(kc: usize, a: *const f32, b: *const f32, boff: &[usize; WR], c: *mut f32, ldc: usize, acc: bool) {
+        let mut r = [[_mm512_setzero_ps(); 4]; WR];
+        let bp: [*const f32; WR] = std::array::from_fn(|j| b.add(boff[j]));
+        for kk in 0..kc {
+            let ak = a.add(kk * WV);
+            let av = [
+                _mm512_loadu_ps(ak),
+                _mm512_loadu_ps(ak.add(16)),
+                _mm512_loadu_ps(ak.add(32)),
+                _mm512_loadu_ps(ak.add(48)),
+            ];
+            for (j, rj) in r.iter_mut().enumerate() {
+                let bv = _mm512_set1_ps(*bp[j].add(kk));
+                for (x, a) in rj.iter_mut().zip(av) {
+                    *x = _mm512_fmadd_ps(bv, a, *x);
+                }
+            }
+        }
+        for (j, rj) in r.iter().enumerate() {
+            let p = c.add(j * ldc);
+            for (v, x) in rj.iter().enumerate() {
+                let q = p.add(16 * v);
+                if acc {
+                    _mm512_storeu_ps(q, _mm512_add_ps(_mm512_loadu_ps(q), *x));
+                } else {
+                    _mm512_storeu_ps(q, *x);
+                }
             }
         }
     }
@@ -350,5 +438,39 @@ mod tests {
             microkernel()(300, a.as_ptr(), b.as_ptr(), offs.as_ptr(), c2.as_mut_ptr(), NR, true);
         }
         assert_eq!(c1, c2);
+    }
+
+    /// The wide tile against an f64 reference (B rows at odd offsets, accumulate on and off),
+    /// and its portable kernel gives the AVX-512 kernel's bits.
+    #[test]
+    fn wide_tile_matches_a_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for kc in [1, 7, 128, 301] {
+            let a: Vec<f32> = (0..kc * WV).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let b: Vec<f32> = (0..WR * kc + 50).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let boff: [usize; WR] = std::array::from_fn(|j| 3 + j * kc + j % 2);
+            let init: Vec<f32> = (0..WR * (WV + 5)).map(|_| rng.random_range(-1.0..1.0)).collect();
+            for acc in [false, true] {
+                let mut c = init.clone();
+                // SAFETY: buffers of the sizes the kernel reads and writes (rows WV + 5 apart).
+                unsafe { wide_tile(kc, a.as_ptr(), b.as_ptr(), &boff, c.as_mut_ptr(), WV + 5, acc) };
+                for j in 0..WR {
+                    for v in 0..WV + 5 {
+                        let got = c[j * (WV + 5) + v] as f64;
+                        let want = if v >= WV {
+                            init[j * (WV + 5) + v] as f64
+                        } else {
+                            let s: f64 = (0..kc).map(|kk| b[boff[j] + kk] as f64 * a[kk * WV + v] as f64).sum();
+                            s + if acc { init[j * (WV + 5) + v] as f64 } else { 0.0 }
+                        };
+                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "kc {kc} [{j},{v}]: {got} vs {want}");
+                    }
+                }
+                let mut c2 = init.clone();
+                // SAFETY: as above.
+                unsafe { portable_wide(kc, a.as_ptr(), b.as_ptr(), &boff, c2.as_mut_ptr(), WV + 5, acc) };
+                assert_eq!(c, c2, "portable and dispatched wide tile differ (kc {kc})");
+            }
+        }
     }
 }
