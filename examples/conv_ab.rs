@@ -4,8 +4,10 @@
 //!
 //!     cargo run --release --example conv_ab -- 128 256    # forward/grad-input GEMM widths
 //!     cargo run --release --example conv_ab -- 40128      # width 128, weight-gradient K 4·64
-//!     cargo run --release --example conv_ab -- 128 1000128 # 1000000+: implicit weight gradient off
-use moco_harness::kernels::conv::{parts, set_implicit_gw, set_target_cols, ConvGeom};
+//!     cargo run --release --example conv_ab -- 128 1000128 2000128
+//!         # + 1,000,000: implicit weight gradient off; + 2,000,000: 8×32 kernel for the
+//!         # implicit forward / grad-input instead of the wide tile (both: + 3,000,000)
+use moco_harness::kernels::conv::{parts, set_implicit_gw, set_target_cols, set_wide_fwd, ConvGeom};
 use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -36,7 +38,8 @@ fn main() {
     let mut best = vec![vec![[f64::MAX; 3]; shapes.len()]; targets.len()];
     for _ in 0..rounds {
         for (ti, &t) in targets.iter().enumerate() {
-            set_implicit_gw(t < 1_000_000);
+            set_implicit_gw((t / 1_000_000) & 1 == 0);
+            set_wide_fwd((t / 1_000_000) & 2 == 0);
             let t = t % 1_000_000;
             set_target_cols(t % 10000, if t >= 10000 { t / 10000 * 64 } else { 256 });
             for (li, &(c, co, side, k, s, p)) in shapes.iter().enumerate() {

@@ -329,6 +329,106 @@ fn blocks(lo: usize, hi: usize, ho: usize, bl: Blocking) -> impl Iterator<Item =
 /// GEMM ([`conv_implicit`]); below it the padded-width grid wastes too much (a third at 4×4).
 const IMPLICIT_MIN_PLANE: usize = 256;
 
+static WIDE_FWD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Turn the wide-tile implicit convolution off (the 8×32 one then runs), process-wide, for
+/// `examples/conv_ab.rs`. Benchmarks only.
+#[doc(hidden)]
+pub fn set_wide_fwd(on: bool) {
+    WIDE_FWD.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Stride-1 convolution as an implicit GEMM, `w` the weight `(Cout, C·k·k)` row-major: on the
+/// wide tile when `Cout` is a multiple of 64 ([`conv_implicit_wide`]), else on the 8×32 kernel.
+fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    if cout.is_multiple_of(WV) && WIDE_FWD.load(std::sync::atomic::Ordering::Relaxed) {
+        conv_implicit_wide(x, w, g, cout)
+    } else {
+        conv_implicit_8x32(x, &PackedA::new(w, cout, g.row_len(), g.row_len(), 1), g)
+    }
+}
+
+/// Inner indices per block of the wide implicit convolution (`A`'s block, `KC × 64` floats =
+/// 32 KB, stays in L1 while the tiles sweep the image).
+const WIDE_KC: usize = 128;
+
+/// [`conv_implicit_8x32`]'s implicit GEMM on the wide tile ([`packed::wide_tile_cols`]): the
+/// tile is 6 output positions × 64 output channels, `A` the weight packed in 64-channel
+/// k-major panels (aligned vector loads), `B` the padded image's shifted rows broadcast (no
+/// vector load of an unaligned row). The product lands position-major, `(grid, Cout)`, and is
+/// transposed into NCHW while the extra grid columns are dropped.
+fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    debug_assert!(g.stride == 1 && cout.is_multiple_of(WV));
+    let (ho, wo) = (g.ho(), g.wo());
+    let plane = ho * wo;
+    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
+    let (pp, hw) = (hp * wp, g.h * g.w);
+    let chw = g.c * hw;
+    let (rl, kk2) = (g.row_len(), g.k * g.k);
+    let offs: Vec<usize> = (0..rl).map(|j| (j / kk2) * pp + ((j / g.k) % g.k) * wp + j % g.k).collect();
+    let panels = cout / WV;
+    // A: panel pn, index kk, lane v = w[pn·64 + v][kk].
+    let (mut ap, a0) = packed::aligned_zeros(panels * rl * WV);
+    let apk = &mut ap[a0..a0 + panels * rl * WV];
+    for o in 0..cout {
+        let (pn, v) = (o / WV, o % WV);
+        for kk in 0..rl {
+            apk[(pn * rl + kk) * WV + v] = w[o * rl + kk];
+        }
+    }
+    let apk = &*apk;
+    let grid = ho * wp;
+    let gridp = grid.next_multiple_of(WR);
+    // The last tap's shift plus the grid rounded up to whole tiles stays inside.
+    let xpad_len = g.c * pp + g.k + WR + gridp - grid;
+    let mut y = super::zeros(g.n * cout * plane);
+    y.par_chunks_mut(cout * plane).enumerate().for_each_init(
+        // The padding is never written, so it stays zero for every image of the task.
+        || (vec![0f32; xpad_len], vec![0f32; gridp * cout]),
+        |(xpad, ct), (i, yi)| {
+            let xi = &x[i * chw..(i + 1) * chw];
+            for c in 0..g.c {
+                for iy in 0..g.h {
+                    xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
+                }
+            }
+            for k0 in (0..rl).step_by(WIDE_KC) {
+                let kl = WIDE_KC.min(rl - k0);
+                for pn in 0..panels {
+                    let a = apk[(pn * rl + k0) * WV..].as_ptr();
+                    for n0 in (0..gridp).step_by(WR) {
+                        // SAFETY: A's block holds kl·WV floats; every row read,
+                        // xpad[offs[kk] + n0 + j] for j < WR, is inside xpad (largest shift +
+                        // gridp ≤ xpad_len); the tile's rows n0..n0+WR, columns pn·WV.. +WV lie
+                        // inside ct (gridp × cout).
+                        unsafe {
+                            packed::wide_tile_cols(
+                                kl,
+                                a,
+                                xpad.as_ptr().add(n0),
+                                offs[k0..].as_ptr(),
+                                ct.as_mut_ptr().add(n0 * cout + pn * WV),
+                                cout,
+                                k0 > 0,
+                            )
+                        }
+                    }
+                }
+            }
+            for oy in 0..ho {
+                let rows = &ct[oy * wp * cout..][..wo * cout];
+                for o in 0..cout {
+                    let dst = &mut yi[o * plane + oy * wo..][..wo];
+                    for (ox, d) in dst.iter_mut().enumerate() {
+                        *d = rows[ox * cout + o];
+                    }
+                }
+            }
+        },
+    );
+    y
+}
+
 /// Stride-1 convolution as an implicit GEMM on [`packed::gemm`], `B` read in place: each image
 /// is copied into a zero-padded plane per channel `(Hp, Wp)`, and output `(oy, ox)` taken on
 /// the padded-width grid `q = oy·Wp + ox` reads tap `(c, ky, kx)` at
@@ -336,7 +436,7 @@ const IMPLICIT_MIN_PLANE: usize = 256;
 /// shift, so no column matrix is written, read or packed. The grid's `Wp − Wo` extra columns
 /// per output row are computed and dropped (6% of the work at 32×32, 11% at 16×16).
 /// `a` is the weight `(Cout, C·k·k)` packed.
-fn conv_implicit(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
+fn conv_implicit_8x32(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
     debug_assert_eq!(g.stride, 1);
     let cout = a.m();
     let (ho, wo) = (g.ho(), g.wo());
@@ -401,7 +501,7 @@ fn implicit_grad_input(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
 /// `Ho·Wo` apart), through a block buffer for several.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     if implicit_fwd(&g) {
-        return conv_implicit(x, &PackedA::new(w, cout, g.row_len(), g.row_len(), 1), g);
+        return conv_implicit(x, w, g, cout);
     }
     let (plane, wo, ho) = (g.ho() * g.wo(), g.wo(), g.ho());
     let rl = g.row_len();
@@ -444,7 +544,7 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
                 }
             }
         }
-        return conv_implicit(gy, &PackedA::new(&wf, g.c, cout * kk2, cout * kk2, 1), gt);
+        return conv_implicit(gy, &wf, gt, g.c);
     }
     let (plane, wo, ho) = (g.ho() * g.wo(), g.wo(), g.ho());
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
@@ -871,6 +971,58 @@ mod tests {
     }
 
     /// The gradients do not depend on the number of threads (fixed chunks, summed in order).
+    /// The wide-tile implicit convolution against an f64 reference: grids not a multiple of
+    /// the tile, two 64-channel panels, K across several blocks, 1×1, 5×5 and unpadded
+    /// kernels. Called directly, so it runs (on the portable kernel) without AVX-512 too.
+    #[test]
+    fn wide_implicit_forward_matches_a_reference() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        for (n, c, h, w, cout, k, pad) in [
+            (2, 5, 9, 7, 64, 3, 1),
+            (1, 20, 6, 6, 128, 3, 1),
+            (3, 7, 5, 8, 64, 1, 0),
+            (2, 2, 11, 10, 64, 5, 2),
+            (2, 4, 12, 9, 64, 3, 0),
+        ] {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                k,
+                stride: 1,
+                pad,
+            };
+            let mut vals = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
+            let x = vals(n * c * h * w);
+            let wt = vals(cout * g.row_len());
+            let got = conv_implicit_wide(&x, &wt, g, cout);
+            let (ho, wo) = (g.ho(), g.wo());
+            for i in 0..n {
+                for o in 0..cout {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let mut s = 0f64;
+                            for ci in 0..c {
+                                for ky in 0..k {
+                                    for kx in 0..k {
+                                        let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
+                                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                            s += x[((i * c + ci) * h + iy as usize) * w + ix as usize] as f64
+                                                * wt[((o * c + ci) * k + ky) * k + kx] as f64;
+                                        }
+                                    }
+                                }
+                            }
+                            let a = got[((i * cout + o) * ho + oy) * wo + ox] as f64;
+                            assert!((a - s).abs() < 1e-4 * (1.0 + s.abs()), "{g:?} cout {cout}: {a} vs {s}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The implicit weight gradient (wide tile, padded grid) against an f64 reference on shapes
     /// with every edge: taps not a multiple of the tile, several 64-channel panels, taps split
     /// into parts (a weight over 256 KB), 1×1, 5×5 and unpadded kernels, grids longer than one

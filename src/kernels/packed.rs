@@ -253,6 +253,49 @@ pub unsafe fn wide_tile(kc: usize, a: *const f32, b: *const f32, boff: &[usize; 
     portable_wide(kc, a, b, boff, c, ldc, acc)
 }
 
+/// The wide tile with `B(kk, j) = b[offs[kk] + j]`: six consecutive columns of a row read in
+/// place (the implicit convolution: `B` is a zero-padded image at the taps' shifts, `j` six
+/// output positions), otherwise as [`wide_tile`].
+///
+/// # Safety
+/// `a` holds `WV·kc` floats, `offs` `kc` offsets with `WR` floats at each `b + offs[kk]`, `c`
+/// a `WR × WV` tile with rows `ldc` apart.
+pub unsafe fn wide_tile_cols(kc: usize, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32, ldc: usize, acc: bool) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_fast_kernel() {
+            return avx512::wide_6x64_cols(kc, a, b, offs, c, ldc, acc);
+        }
+    }
+    portable_wide_cols(kc, a, b, offs, c, ldc, acc)
+}
+
+/// [`wide_tile_cols`] without SIMD intrinsics, the same arithmetic.
+unsafe fn portable_wide_cols(kc: usize, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32, ldc: usize, acc: bool) {
+    let mut t = [[0f32; WV]; WR];
+    for kk in 0..kc {
+        let ak = a.add(kk * WV);
+        let brow = b.add(*offs.add(kk));
+        for (j, row) in t.iter_mut().enumerate() {
+            let bv = *brow.add(j);
+            for (v, x) in row.iter_mut().enumerate() {
+                *x = bv.mul_add(*ak.add(v), *x);
+            }
+        }
+    }
+    store_wide(&t, c, ldc, acc)
+}
+
+/// Write (or add) a finished portable wide tile.
+unsafe fn store_wide(t: &[[f32; WV]; WR], c: *mut f32, ldc: usize, acc: bool) {
+    for (j, row) in t.iter().enumerate() {
+        let p = c.add(j * ldc);
+        for (v, x) in row.iter().enumerate() {
+            *p.add(v) = if acc { *p.add(v) + x } else { *x };
+        }
+    }
+}
+
 /// [`wide_tile`] without SIMD intrinsics, the same arithmetic (a chain of FMAs over `kk` per
 /// element), so the same bits.
 unsafe fn portable_wide(kc: usize, a: *const f32, b: *const f32, boff: &[usize; WR], c: *mut f32, ldc: usize, acc: bool) {
@@ -266,12 +309,7 @@ unsafe fn portable_wide(kc: usize, a: *const f32, b: *const f32, boff: &[usize; 
             }
         }
     }
-    for (j, row) in t.iter().enumerate() {
-        let p = c.add(j * ldc);
-        for (v, x) in row.iter().enumerate() {
-            *p.add(v) = if acc { *p.add(v) + x } else { *x };
-        }
-    }
+    store_wide(&t, c, ldc, acc)
 }
 
 /// A zeroed buffer of `n` floats whose element `off` is 64-byte aligned: `(buffer, off)`.
@@ -339,6 +377,39 @@ mod avx512 {
                 }
             }
         }
+        store(&r, c, ldc, acc)
+    }
+
+    /// The 6×64 wide tile reading six consecutive columns of each row
+    /// ([`super::wide_tile_cols`]).
+    ///
+    /// # Safety
+    /// As [`super::wide_tile_cols`]; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn wide_6x64_cols(kc: usize, a: *const f32, b: *const f32, offs: *const usize, c: *mut f32, ldc: usize, acc: bool) {
+        let mut r = [[_mm512_setzero_ps(); 4]; WR];
+        for kk in 0..kc {
+            let ak = a.add(kk * WV);
+            let av = [
+                _mm512_loadu_ps(ak),
+                _mm512_loadu_ps(ak.add(16)),
+                _mm512_loadu_ps(ak.add(32)),
+                _mm512_loadu_ps(ak.add(48)),
+            ];
+            let brow = b.add(*offs.add(kk));
+            for (j, rj) in r.iter_mut().enumerate() {
+                let bv = _mm512_set1_ps(*brow.add(j));
+                for (x, a) in rj.iter_mut().zip(av) {
+                    *x = _mm512_fmadd_ps(bv, a, *x);
+                }
+            }
+        }
+        store(&r, c, ldc, acc)
+    }
+
+    /// Write (or add) the 24 accumulators of a wide tile.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn store(r: &[[__m512; 4]; WR], c: *mut f32, ldc: usize, acc: bool) {
         for (j, rj) in r.iter().enumerate() {
             let p = c.add(j * ldc);
             for (v, x) in rj.iter().enumerate() {
@@ -440,8 +511,9 @@ mod tests {
         assert_eq!(c1, c2);
     }
 
-    /// The wide tile against an f64 reference (B rows at odd offsets, accumulate on and off),
-    /// and its portable kernel gives the AVX-512 kernel's bits.
+    /// The wide tile against an f64 reference (B rows at odd offsets, accumulate on and off);
+    /// the column-reading tile gives the same bits on the transposed B; each portable kernel
+    /// gives its AVX-512 kernel's bits.
     #[test]
     fn wide_tile_matches_a_reference() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
@@ -470,6 +542,24 @@ mod tests {
                 // SAFETY: as above.
                 unsafe { portable_wide(kc, a.as_ptr(), b.as_ptr(), &boff, c2.as_mut_ptr(), WV + 5, acc) };
                 assert_eq!(c, c2, "portable and dispatched wide tile differ (kc {kc})");
+                // The same product with B transposed (six consecutive columns of rows at odd
+                // offsets) through the column-reading tile and its portable twin.
+                let bt_ld = WR + 3;
+                let mut bt = vec![f32::NAN; kc * bt_ld + 7];
+                for kk in 0..kc {
+                    for j in 0..WR {
+                        bt[5 + kk * bt_ld + j] = b[boff[j] + kk];
+                    }
+                }
+                let offs: Vec<usize> = (0..kc).map(|kk| 5 + kk * bt_ld).collect();
+                let (mut c3, mut c4) = (init.clone(), init.clone());
+                // SAFETY: each offs[kk] has WR floats after it; the tile as above.
+                unsafe {
+                    wide_tile_cols(kc, a.as_ptr(), bt.as_ptr(), offs.as_ptr(), c3.as_mut_ptr(), WV + 5, acc);
+                    portable_wide_cols(kc, a.as_ptr(), bt.as_ptr(), offs.as_ptr(), c4.as_mut_ptr(), WV + 5, acc);
+                }
+                assert_eq!(c, c3, "column-reading wide tile differs (kc {kc})");
+                assert_eq!(c3, c4, "portable column-reading wide tile differs (kc {kc})");
             }
         }
     }
