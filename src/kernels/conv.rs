@@ -617,8 +617,31 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     }
     let (plane, wo, ho) = (g.ho() * g.wo(), g.wo(), g.ho());
     let rl = g.row_len();
+    // The wide tile on the im2col columns where it applies: 64-channel panels, 64+ taps, not
+    // 1×1 (conv_ab, one process: 3×3 stride-2 114–169 GFLOP/s vs 109–137 on the gemm crate,
+    // 16×16 155–185 vs 148–150, 8×8 152–197 vs 163–171, 4×4 even; 1×1 stride-2 44–76 vs 66–85).
+    let wide = packed::has_fast_kernel()
+        && cout.is_multiple_of(WV)
+        && rl >= 64
+        && g.k > 1
+        && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed);
     let bl = blocking_for(&g, TARGET_GW_COLS.load(std::sync::atomic::Ordering::Relaxed));
     let max_cols = bl.imgs * bl.rows * wo;
+    // gYᵀ in 64-channel panels, `[pn][image][position][64]`, once for all tasks.
+    let (mut gyt_buf, go) = packed::aligned_zeros(if wide { g.n * cout * plane } else { 0 });
+    let gyt_all = &mut gyt_buf[go..go + if wide { g.n * cout * plane } else { 0 }];
+    if wide {
+        gyt_all.par_chunks_mut(plane * WV).enumerate().for_each(|(t, dst)| {
+            let (pn, i) = (t / g.n, t % g.n);
+            for v in 0..WV {
+                let src = &gy[(i * cout + pn * WV + v) * plane..][..plane];
+                for (q, s) in src.iter().enumerate() {
+                    dst[q * WV + v] = *s;
+                }
+            }
+        });
+    }
+    let gyt_all = &*gyt_all;
     // Taps per task: at least 128 rows (a narrower product runs far below peak).
     let tap_parts = (rl / 128).clamp(1, GW_TASKS);
     let taps_per = rl.div_ceil(tap_parts);
@@ -638,7 +661,13 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
                 let ncols = nb * (oy1 - oy0) * wo;
                 let (gyb, gld) = gy_block(gy, cout, plane, i0, nb, oy0, wo, &mut gy_buf);
                 let (c, ld) = columns(&mut buf, x, &g, taps.clone(), i0, nb, oy0, oy1);
-                sgemm_ld(taps.len(), cout, ncols, &mut acc, cout, true, c, (ld, 1), gyb, (1, gld));
+                if wide {
+                    // The wide tile on the columns, A = the block's positions of gYᵀ.
+                    let a = &gyt_all[(i0 * plane + oy0 * wo) * WV..];
+                    wide_gw(&mut acc, cout, taps.len(), |r| r * ld, c, a, g.n * plane * WV, ncols);
+                } else {
+                    sgemm_ld(taps.len(), cout, ncols, &mut acc, cout, true, c, (ld, 1), gyb, (1, gld));
+                }
             }
             acc
         })
@@ -690,6 +719,42 @@ fn implicit_gw(g: &ConvGeom, cout: usize) -> bool {
         && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// `acc (rows × Cout, rows cout apart) += B · A` on the wide tile, the weight gradient's
+/// inner loop: `A` is `gYᵀ` for `kn` output positions in 64-channel panels `pstride` apart
+/// (`a[pn·pstride + q·64 + v]`), `B`'s row `r` is `kn` contiguous floats at `b[roff(r)..]`.
+/// Blocks of [`GW_KC`] positions: `A`'s block stays in L1 while the tiles of rows sweep it.
+#[allow(clippy::too_many_arguments)]
+fn wide_gw(acc: &mut [f32], cout: usize, rows: usize, roff: impl Fn(usize) -> usize, b: &[f32], a: &[f32], pstride: usize, kn: usize) {
+    let panels = cout / WV;
+    assert!(acc.len() >= rows * cout && a.len() >= (panels - 1) * pstride + kn * WV);
+    assert!((0..rows).all(|r| roff(r) + kn <= b.len()), "wide_gw: B rows out of bounds");
+    let mut tile = [0f32; WR * WV];
+    for k0 in (0..kn).step_by(GW_KC) {
+        let kl = GW_KC.min(kn - k0);
+        for pn in 0..panels {
+            let ap = a[pn * pstride + k0 * WV..].as_ptr();
+            for t0 in (0..rows).step_by(WR) {
+                let tr = WR.min(rows - t0);
+                let boff: [usize; WR] = std::array::from_fn(|j| roff(t0 + j.min(tr - 1)) + k0);
+                let off = t0 * cout + pn * WV;
+                if tr == WR {
+                    // SAFETY: A's block holds kl·WV floats, each B row kl floats (asserted
+                    // above), the tile's WR rows × WV columns lie inside acc (rows cout apart,
+                    // pn·WV + WV ≤ cout).
+                    unsafe { packed::wide_tile(kl, ap, b.as_ptr(), &boff, acc.as_mut_ptr().add(off), cout, true) }
+                } else {
+                    // SAFETY: as above, into the local WR × WV tile.
+                    unsafe { packed::wide_tile(kl, ap, b.as_ptr(), &boff, tile.as_mut_ptr(), WV, false) }
+                    for j in 0..tr {
+                        let dst = &mut acc[off + j * cout..][..WV];
+                        dst.iter_mut().zip(&tile[j * WV..(j + 1) * WV]).for_each(|(d, s)| *d += s);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Weight gradient of a stride-1 convolution as an implicit GEMM on the wide tile
 /// ([`packed::wide_tile`]): with `q = oy·Wp + ox` on the padded-width output grid,
 /// `gWᵀ[(c, ky, kx)][o] = Σ_q xpad[c·Hp·Wp + ky·Wp + kx + q] · gY[o][q]` — each row of the
@@ -724,7 +789,6 @@ fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) ->
             let mut xpad = vec![0f32; xpad_len];
             let (mut gyt, go) = packed::aligned_zeros(panels * grid * WV);
             let gyt = &mut gyt[go..go + panels * grid * WV];
-            let mut tile = [0f32; WR * WV];
             for i in ci * imgs_per..((ci + 1) * imgs_per).min(g.n) {
                 let xi = &x[i * g.c * hw..(i + 1) * g.c * hw];
                 for c in 0..g.c {
@@ -743,31 +807,7 @@ fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) ->
                         }
                     }
                 }
-                for k0 in (0..grid).step_by(GW_KC) {
-                    let kl = GW_KC.min(grid - k0);
-                    for pn in 0..panels {
-                        let a = gyt[(pn * grid + k0) * WV..].as_ptr();
-                        for t0 in (0..nr).step_by(WR) {
-                            let tr = WR.min(nr - t0);
-                            let boff: [usize; WR] = std::array::from_fn(|j| roff[rows.start + t0 + j.min(tr - 1)] + k0);
-                            let off = t0 * cout + pn * WV;
-                            if tr == WR {
-                                // SAFETY: A's block holds kl·WV floats (inside gyt), each B row
-                                // kl floats (the largest shift plus the grid is inside xpad),
-                                // the tile's WR rows × WV columns lie inside acc (rows cout
-                                // apart, pn·WV + WV ≤ cout).
-                                unsafe { packed::wide_tile(kl, a, xpad.as_ptr(), &boff, acc.as_mut_ptr().add(off), cout, true) }
-                            } else {
-                                // SAFETY: as above, into the local WR × WV tile.
-                                unsafe { packed::wide_tile(kl, a, xpad.as_ptr(), &boff, tile.as_mut_ptr(), WV, false) }
-                                for j in 0..tr {
-                                    let dst = &mut acc[off + j * cout..][..WV];
-                                    dst.iter_mut().zip(&tile[j * WV..(j + 1) * WV]).for_each(|(d, s)| *d += s);
-                                }
-                            }
-                        }
-                    }
-                }
+                wide_gw(&mut acc, cout, nr, |r| roff[rows.start + r], &xpad, gyt, grid * WV, grid);
             }
             acc
         })
@@ -922,6 +962,12 @@ mod tests {
             (2, 2, 40, 33, 3, 3, 2, 1),
             (2, 3, 18, 16, 4, 1, 1, 0),
             (1, 2, 23, 23, 2, 5, 1, 2),
+            // 64 output channels: the wide tile (implicit on planes of 256+/512+ outputs, on
+            // the im2col columns for the weight gradient of smaller and stride-2 ones).
+            (2, 8, 8, 8, 64, 3, 2, 1),
+            (3, 8, 6, 6, 64, 3, 1, 1),
+            (2, 3, 17, 16, 64, 3, 1, 1),
+            (1, 2, 24, 23, 128, 3, 1, 1),
         ] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
@@ -1123,6 +1169,19 @@ mod tests {
                     pad: 1,
                 },
                 7,
+            ),
+            // The wide tile on the im2col columns (64 output channels, a small plane).
+            (
+                ConvGeom {
+                    n: 5,
+                    c: 8,
+                    h: 8,
+                    w: 8,
+                    k: 3,
+                    stride: 1,
+                    pad: 1,
+                },
+                64,
             ),
         ] {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
