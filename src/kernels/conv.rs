@@ -352,6 +352,53 @@ fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 /// 32 KB, stays in L1 while the tiles sweep the image).
 const WIDE_KC: usize = 128;
 
+/// The weight `(Cout, K)` row-major in 64-channel k-major panels for the wide tile,
+/// `a[(pn·K + kk)·64 + v] = w[pn·64 + v][kk]`, 64-byte aligned: `(buffer, offset)`.
+fn pack_wide(w: &[f32], cout: usize, k: usize) -> (Vec<f32>, usize) {
+    let (mut ap, a0) = packed::aligned_zeros(cout * k);
+    let apk = &mut ap[a0..a0 + cout * k];
+    for o in 0..cout {
+        let (pn, v) = (o / WV, o % WV);
+        for kk in 0..k {
+            apk[(pn * k + kk) * WV + v] = w[o * k + kk];
+        }
+    }
+    (ap, a0)
+}
+
+/// `ct (n × Cout, position-major, rows cout apart) = (A · B)ᵀ` on the wide tile: `apk` the
+/// weight packed by [`pack_wide`] (`K` = `offs.len()`), `B(kk, j) = b[offs[kk] + j]` for
+/// `j` below `n` rounded up to [`WR`] (those extra positions are read, and their products
+/// land in `ct`'s spare rows). Blocks of [`WIDE_KC`] inner indices: `A`'s block stays in L1
+/// while the tiles sweep the positions.
+fn wide_product(apk: &[f32], cout: usize, b: &[f32], offs: &[usize], n: usize, ct: &mut [f32]) {
+    let (k, np, panels) = (offs.len(), n.next_multiple_of(WR), cout / WV);
+    assert!(apk.len() >= cout * k && ct.len() >= np * cout, "wide_product: buffers too small");
+    assert!(offs.iter().all(|&o| o + np <= b.len()), "wide_product: B rows out of bounds");
+    for k0 in (0..k).step_by(WIDE_KC) {
+        let kl = WIDE_KC.min(k - k0);
+        for pn in 0..panels {
+            let a = apk[(pn * k + k0) * WV..].as_ptr();
+            for n0 in (0..np).step_by(WR) {
+                // SAFETY: A's block holds kl·WV floats; every B read, b[offs[kk] + n0 + j] for
+                // j < WR, is inside b (asserted: offs + np ≤ len); the tile's rows
+                // n0..n0+WR, columns pn·WV..+WV lie inside ct (np × cout).
+                unsafe {
+                    packed::wide_tile_cols(
+                        kl,
+                        a,
+                        b.as_ptr().add(n0),
+                        offs[k0..].as_ptr(),
+                        ct.as_mut_ptr().add(n0 * cout + pn * WV),
+                        cout,
+                        k0 > 0,
+                    )
+                }
+            }
+        }
+    }
+}
+
 /// [`conv_implicit_8x32`]'s implicit GEMM on the wide tile ([`packed::wide_tile_cols`]): the
 /// tile is 6 output positions × 64 output channels, `A` the weight packed in 64-channel
 /// k-major panels (aligned vector loads), `B` the padded image's shifted rows broadcast (no
@@ -366,17 +413,8 @@ fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32
     let chw = g.c * hw;
     let (rl, kk2) = (g.row_len(), g.k * g.k);
     let offs: Vec<usize> = (0..rl).map(|j| (j / kk2) * pp + ((j / g.k) % g.k) * wp + j % g.k).collect();
-    let panels = cout / WV;
-    // A: panel pn, index kk, lane v = w[pn·64 + v][kk].
-    let (mut ap, a0) = packed::aligned_zeros(panels * rl * WV);
-    let apk = &mut ap[a0..a0 + panels * rl * WV];
-    for o in 0..cout {
-        let (pn, v) = (o / WV, o % WV);
-        for kk in 0..rl {
-            apk[(pn * rl + kk) * WV + v] = w[o * rl + kk];
-        }
-    }
-    let apk = &*apk;
+    let (ap, a0) = pack_wide(w, cout, rl);
+    let apk = &ap[a0..];
     let grid = ho * wp;
     let gridp = grid.next_multiple_of(WR);
     // The last tap's shift plus the grid rounded up to whole tiles stays inside.
@@ -392,29 +430,7 @@ fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32
                     xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
                 }
             }
-            for k0 in (0..rl).step_by(WIDE_KC) {
-                let kl = WIDE_KC.min(rl - k0);
-                for pn in 0..panels {
-                    let a = apk[(pn * rl + k0) * WV..].as_ptr();
-                    for n0 in (0..gridp).step_by(WR) {
-                        // SAFETY: A's block holds kl·WV floats; every row read,
-                        // xpad[offs[kk] + n0 + j] for j < WR, is inside xpad (largest shift +
-                        // gridp ≤ xpad_len); the tile's rows n0..n0+WR, columns pn·WV.. +WV lie
-                        // inside ct (gridp × cout).
-                        unsafe {
-                            packed::wide_tile_cols(
-                                kl,
-                                a,
-                                xpad.as_ptr().add(n0),
-                                offs[k0..].as_ptr(),
-                                ct.as_mut_ptr().add(n0 * cout + pn * WV),
-                                cout,
-                                k0 > 0,
-                            )
-                        }
-                    }
-                }
-            }
+            wide_product(apk, cout, xpad, &offs, grid, ct);
             for oy in 0..ho {
                 let rows = &ct[oy * wp * cout..][..wo * cout];
                 for o in 0..cout {
