@@ -5,8 +5,8 @@
 //!     cargo run --release --example conv_ab -- 128 256    # forward/grad-input GEMM widths
 //!     cargo run --release --example conv_ab -- 40128      # width 128, weight-gradient K 4·64
 //!     cargo run --release --example conv_ab -- 128 1000128 2000128
-//!         # + 1,000,000: implicit weight gradient off; + 2,000,000: 8×32 kernel for the
-//!         # implicit forward / grad-input instead of the wide tile (both: + 3,000,000)
+//!         # + 1,000,000: wide-tile weight gradients off (the gemm crate for all); + 2,000,000:
+//!         # the 8×32 kernel for the implicit forward / grad-input (both: + 3,000,000)
 use moco_harness::kernels::conv::{parts, set_implicit_gw, set_target_cols, set_wide_fwd, ConvGeom};
 use std::time::Instant;
 fn main() {

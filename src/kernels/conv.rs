@@ -1,13 +1,20 @@
-//! 2-D convolution on CPU, one autograd node, three passes:
+//! 2-D convolution on CPU, one autograd node, three passes. Two own AVX-512 microkernels
+//! ([`packed`]: the 8×32 tile, and the 6×64 "wide" tile — 64 output channels as aligned
+//! vector loads, six positions or taps broadcast from rows read in place) and the `gemm`
+//! crate share the work:
 //!
 //! - Stride-1 convolutions on planes of 256+ outputs (ResNet's 32×32 and 16×16 layers), when
-//!   the CPU has AVX-512: forward and grad-input as an implicit GEMM ([`conv_implicit`] on
-//!   [`packed::gemm`]: the rows of the column matrix are read in place from a zero-padded
-//!   image; grad-input is the stride-1 convolution of gY with the flipped weight).
+//!   the CPU has AVX-512: forward and grad-input as an implicit GEMM ([`conv_implicit`]: the
+//!   rows of the column matrix are read in place from a zero-padded image; grad-input is the
+//!   stride-1 convolution of gY with the flipped weight), on the wide tile when the output
+//!   channels are a multiple of 64, else on the 8×32 tile.
 //! - Otherwise im2col + GEMM (the `gemm` crate) in blocks of ~128 columns (row bands of a large
 //!   plane, several images of a small one, [`blocking`]) into a buffer that stays in cache;
 //!   grad-input `col2im(Wᵀ · gY)` with a stored `Wᵀ`.
-//! - Weight gradient `gWᵀ = cols · gYᵀ`, the taps split across tasks ([`conv_grad_weight_cpu`]).
+//! - Weight gradient `gWᵀ = cols · gYᵀ`, the taps split across tasks ([`conv_grad_weight_cpu`]):
+//!   implicit on the wide tile for stride-1 planes of 512+ outputs
+//!   ([`conv_grad_weight_implicit`]), the wide tile over the im2col columns for the other 3×3
+//!   layers with 64-channel multiples, the `gemm` crate for the rest.
 //!
 //! Nothing of the size of the whole batch's column matrix is ever allocated, and autograd sees
 //! one node (a batch-wide im2col node made candle allocate, zero and add a 9×-activation
@@ -325,6 +332,43 @@ fn blocks(lo: usize, hi: usize, ho: usize, bl: Blocking) -> impl Iterator<Item =
     })
 }
 
+/// The rows of an implicit GEMM's column matrix: row `(c, ky, kx)` starts at
+/// `c·Hp·Wp + ky·Wp + kx` in the zero-padded image (planes `pp = Hp·Wp`, rows `wp` apart).
+fn tap_offsets(g: &ConvGeom, wp: usize, pp: usize) -> Vec<usize> {
+    let kk2 = g.k * g.k;
+    (0..g.row_len())
+        .map(|j| (j / kk2) * pp + ((j / g.k) % g.k) * wp + j % g.k)
+        .collect()
+}
+
+/// Copy one image `(C, H, W)` into the interior of its zero-padded planes `(C, Hp, Wp)` (the
+/// padding is never written, so a reused buffer keeps it zero).
+fn pad_image(xi: &[f32], g: &ConvGeom, wp: usize, pp: usize, xpad: &mut [f32]) {
+    let hw = g.h * g.w;
+    for c in 0..g.c {
+        for iy in 0..g.h {
+            xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
+        }
+    }
+}
+
+/// `gYᵀ` of one image in 64-channel panels: `dst[pn·pstride + (oy·ld + ox)·64 + v] =
+/// gy[pn·64 + v][oy][ox]` (`ld` ≥ `Wo`: the padded-width grid leaves its extra columns as they
+/// were, zero).
+fn panels_t(gyi: &[f32], cout: usize, ho: usize, wo: usize, ld: usize, dst: &mut [f32], pstride: usize) {
+    let plane = ho * wo;
+    for o in 0..cout {
+        let (pn, v) = (o / WV, o % WV);
+        for oy in 0..ho {
+            let src = &gyi[o * plane + oy * wo..][..wo];
+            let d = &mut dst[pn * pstride + oy * ld * WV + v..];
+            for (ox, s) in src.iter().enumerate() {
+                d[ox * WV] = *s;
+            }
+        }
+    }
+}
+
 /// Stride-1 convolutions whose output plane has at least this many pixels run as an implicit
 /// GEMM ([`conv_implicit`]); below it the padded-width grid wastes too much (a third at 4×4).
 const IMPLICIT_MIN_PLANE: usize = 256;
@@ -341,7 +385,7 @@ pub fn set_wide_fwd(on: bool) {
 /// Stride-1 convolution as an implicit GEMM, `w` the weight `(Cout, C·k·k)` row-major: on the
 /// wide tile when `Cout` is a multiple of 64 ([`conv_implicit_wide`]), else on the 8×32 kernel.
 fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    if cout.is_multiple_of(WV) && WIDE_FWD.load(std::sync::atomic::Ordering::Relaxed) {
+    if cout > 0 && cout.is_multiple_of(WV) && WIDE_FWD.load(std::sync::atomic::Ordering::Relaxed) {
         conv_implicit_wide(x, w, g, cout)
     } else {
         conv_implicit_8x32(x, &PackedA::new(w, cout, g.row_len(), g.row_len(), 1), g)
@@ -411,8 +455,8 @@ fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let (pp, hw) = (hp * wp, g.h * g.w);
     let chw = g.c * hw;
-    let (rl, kk2) = (g.row_len(), g.k * g.k);
-    let offs: Vec<usize> = (0..rl).map(|j| (j / kk2) * pp + ((j / g.k) % g.k) * wp + j % g.k).collect();
+    let rl = g.row_len();
+    let offs = tap_offsets(&g, wp, pp);
     let (ap, a0) = pack_wide(w, cout, rl);
     let apk = &ap[a0..];
     let grid = ho * wp;
@@ -425,11 +469,7 @@ fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32
         || (vec![0f32; xpad_len], vec![0f32; gridp * cout]),
         |(xpad, ct), (i, yi)| {
             let xi = &x[i * chw..(i + 1) * chw];
-            for c in 0..g.c {
-                for iy in 0..g.h {
-                    xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
-                }
-            }
+            pad_image(xi, &g, wp, pp, xpad);
             wide_product(apk, cout, xpad, &offs, grid, ct);
             for oy in 0..ho {
                 let rows = &ct[oy * wp * cout..][..wo * cout];
@@ -460,10 +500,7 @@ fn conv_implicit_8x32(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let (pp, hw) = (hp * wp, g.h * g.w);
     let chw = g.c * hw;
-    let kk2 = g.k * g.k;
-    let offs: Vec<usize> = (0..g.row_len())
-        .map(|j| (j / kk2) * pp + ((j / g.k) % g.k) * wp + j % g.k)
-        .collect();
+    let offs = tap_offsets(&g, wp, pp);
     let grid = ho * wp;
     // The last tap's shift plus the grid rounded up to whole panels stays inside.
     let xpad_len = g.c * pp + g.k + NR;
@@ -473,11 +510,7 @@ fn conv_implicit_8x32(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
         || (vec![0f32; xpad_len], vec![0f32; cout * grid]),
         |(xpad, yg), (i, yi)| {
             let xi = &x[i * chw..(i + 1) * chw];
-            for c in 0..g.c {
-                for iy in 0..g.h {
-                    xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
-                }
-            }
+            pad_image(xi, &g, wp, pp, xpad);
             packed::gemm::<NoPack>(a, grid, yg, grid, false, BSource::Rows { base: xpad, offs: &offs });
             for o in 0..cout {
                 for oy in 0..ho {
@@ -626,7 +659,10 @@ const GW_TASKS: usize = 8;
 /// up to 2.5x faster for the 32×32 layers than `gW += gY · colsᵀ`, `examples/gemm_probe.rs`),
 /// the taps split across tasks so that the large weights of the deep layers need no partial
 /// copies, and the images split too where the weight is small (the stem, 1×1 convolutions).
-/// Each task im2cols only its own taps, in blocks of about [`TARGET_GW_COLS`] columns.
+/// Each task im2cols only its own taps, in blocks of about [`TARGET_GW_COLS`] columns, and
+/// multiplies them on the wide tile where it applies (3×3 or larger, 64+ taps, output
+/// channels a multiple of 64: `gYᵀ` is laid out in 64-channel panels once per layer), else
+/// on the `gemm` crate. Large stride-1 planes take [`conv_grad_weight_implicit`] instead.
 fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     if implicit_gw(&g, cout) {
         return conv_grad_weight_implicit(x, gy, g, cout);
@@ -637,6 +673,7 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     // 1×1 (conv_ab, one process: 3×3 stride-2 114–169 GFLOP/s vs 109–137 on the gemm crate,
     // 16×16 155–185 vs 148–150, 8×8 152–197 vs 163–171, 4×4 even; 1×1 stride-2 44–76 vs 66–85).
     let wide = packed::has_fast_kernel()
+        && cout > 0
         && cout.is_multiple_of(WV)
         && rl >= 64
         && g.k > 1
@@ -649,12 +686,8 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     if wide {
         gyt_all.par_chunks_mut(plane * WV).enumerate().for_each(|(t, dst)| {
             let (pn, i) = (t / g.n, t % g.n);
-            for v in 0..WV {
-                let src = &gy[(i * cout + pn * WV + v) * plane..][..plane];
-                for (q, s) in src.iter().enumerate() {
-                    dst[q * WV + v] = *s;
-                }
-            }
+            let gyi = &gy[(i * cout + pn * WV) * plane..][..WV * plane];
+            panels_t(gyi, WV, ho, wo, wo, dst, 0);
         });
     }
     let gyt_all = &*gyt_all;
@@ -671,17 +704,17 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
             let taps = p * taps_per..((p + 1) * taps_per).min(rl);
             let mut acc = vec![0f32; taps.len() * cout];
             let mut buf = vec![0f32; taps.len() * max_cols];
-            let mut gy_buf = vec![0f32; if bl.imgs > 1 { cout * max_cols } else { 0 }];
+            let mut gy_buf = vec![0f32; if bl.imgs > 1 && !wide { cout * max_cols } else { 0 }];
             let (lo, hi) = (ci * imgs_per, ((ci + 1) * imgs_per).min(g.n));
             for (i0, nb, oy0, oy1) in blocks(lo, hi, ho, bl) {
                 let ncols = nb * (oy1 - oy0) * wo;
-                let (gyb, gld) = gy_block(gy, cout, plane, i0, nb, oy0, wo, &mut gy_buf);
                 let (c, ld) = columns(&mut buf, x, &g, taps.clone(), i0, nb, oy0, oy1);
                 if wide {
                     // The wide tile on the columns, A = the block's positions of gYᵀ.
                     let a = &gyt_all[(i0 * plane + oy0 * wo) * WV..];
                     wide_gw(&mut acc, cout, taps.len(), |r| r * ld, c, a, g.n * plane * WV, ncols);
                 } else {
+                    let (gyb, gld) = gy_block(gy, cout, plane, i0, nb, oy0, wo, &mut gy_buf);
                     sgemm_ld(taps.len(), cout, ncols, &mut acc, cout, true, c, (ld, 1), gyb, (1, gld));
                 }
             }
@@ -699,18 +732,15 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     gw
 }
 
-/// Inner indices (output positions) per block of the implicit weight gradient: `A`'s block
-/// (`GW_KC × 64` floats, 32 KB) stays in L1 while every tile of taps multiplies it.
-const GW_KC: usize = 128;
-
 /// A task's partial `gWᵀ` of the implicit weight gradient is kept under this size (L2), the
 /// taps split into more parts when the layer's weight is larger.
 const GW_ACC_BYTES: usize = 256 << 10;
 
 static IMPLICIT_GW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Turn the implicit weight gradient off (or back on), process-wide, for `examples/conv_ab.rs`'s
-/// A/B against the im2col path. Benchmarks only.
+/// Turn the wide-tile weight gradients off (implicit and over im2col columns: every weight
+/// gradient then runs on the `gemm` crate) or back on, process-wide, for
+/// `examples/conv_ab.rs`'s A/B. Benchmarks only.
 #[doc(hidden)]
 pub fn set_implicit_gw(on: bool) {
     IMPLICIT_GW.store(on, std::sync::atomic::Ordering::Relaxed);
@@ -731,6 +761,7 @@ fn implicit_gw(g: &ConvGeom, cout: usize) -> bool {
         && g.stride == 1
         && g.ho() * g.wo() >= IMPLICIT_GW_MIN_PLANE
         && g.row_len() >= 64
+        && cout > 0
         && cout.is_multiple_of(WV)
         && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -738,15 +769,15 @@ fn implicit_gw(g: &ConvGeom, cout: usize) -> bool {
 /// `acc (rows × Cout, rows cout apart) += B · A` on the wide tile, the weight gradient's
 /// inner loop: `A` is `gYᵀ` for `kn` output positions in 64-channel panels `pstride` apart
 /// (`a[pn·pstride + q·64 + v]`), `B`'s row `r` is `kn` contiguous floats at `b[roff(r)..]`.
-/// Blocks of [`GW_KC`] positions: `A`'s block stays in L1 while the tiles of rows sweep it.
+/// Blocks of [`WIDE_KC`] positions: `A`'s block stays in L1 while the tiles of rows sweep it.
 #[allow(clippy::too_many_arguments)]
 fn wide_gw(acc: &mut [f32], cout: usize, rows: usize, roff: impl Fn(usize) -> usize, b: &[f32], a: &[f32], pstride: usize, kn: usize) {
     let panels = cout / WV;
     assert!(acc.len() >= rows * cout && a.len() >= (panels - 1) * pstride + kn * WV);
     assert!((0..rows).all(|r| roff(r) + kn <= b.len()), "wide_gw: B rows out of bounds");
     let mut tile = [0f32; WR * WV];
-    for k0 in (0..kn).step_by(GW_KC) {
-        let kl = GW_KC.min(kn - k0);
+    for k0 in (0..kn).step_by(WIDE_KC) {
+        let kl = WIDE_KC.min(kn - k0);
         for pn in 0..panels {
             let ap = a[pn * pstride + k0 * WV..].as_ptr();
             for t0 in (0..rows).step_by(WR) {
@@ -784,13 +815,13 @@ fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) ->
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
     let (pp, hw, plane) = (hp * wp, g.h * g.w, ho * wo);
     let grid = ho * wp;
-    let (rl, kk2) = (g.row_len(), g.k * g.k);
-    let roff: Vec<usize> = (0..rl).map(|r| (r / kk2) * pp + ((r / g.k) % g.k) * wp + r % g.k).collect();
+    let rl = g.row_len();
+    let roff = tap_offsets(&g, wp, pp);
     let panels = cout / WV;
     let parts = (rl * cout * 4).div_ceil(GW_ACC_BYTES).clamp(1, GW_TASKS);
     let rows_per = rl.div_ceil(parts).next_multiple_of(WR);
     let parts = rl.div_ceil(rows_per);
-    let imgs_per = g.n.div_ceil((GW_TASKS / parts).clamp(1, g.n.max(1)));
+    let imgs_per = g.n.div_ceil((GW_TASKS / parts).clamp(1, g.n.max(1))).max(1);
     let chunks = g.n.div_ceil(imgs_per);
     let tasks: Vec<(usize, usize)> = (0..chunks).flat_map(|ci| (0..parts).map(move |p| (ci, p))).collect();
     // The last tap's shift plus the whole grid stays inside.
@@ -807,22 +838,8 @@ fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) ->
             let gyt = &mut gyt[go..go + panels * grid * WV];
             for i in ci * imgs_per..((ci + 1) * imgs_per).min(g.n) {
                 let xi = &x[i * g.c * hw..(i + 1) * g.c * hw];
-                for c in 0..g.c {
-                    for iy in 0..g.h {
-                        xpad[c * pp + (iy + g.pad) * wp + g.pad..][..g.w].copy_from_slice(&xi[c * hw + iy * g.w..][..g.w]);
-                    }
-                }
-                let gyi = &gy[i * cout * plane..(i + 1) * cout * plane];
-                for o in 0..cout {
-                    let (pn, v) = (o / WV, o % WV);
-                    for oy in 0..ho {
-                        let src = &gyi[o * plane + oy * wo..][..wo];
-                        let dst = &mut gyt[(pn * grid + oy * wp) * WV + v..];
-                        for (ox, s) in src.iter().enumerate() {
-                            dst[ox * WV] = *s;
-                        }
-                    }
-                }
+                pad_image(xi, &g, wp, pp, &mut xpad);
+                panels_t(&gy[i * cout * plane..(i + 1) * cout * plane], cout, ho, wo, wp, gyt, grid * WV);
                 wide_gw(&mut acc, cout, nr, |r| roff[rows.start + r], &xpad, gyt, grid * WV, grid);
             }
             acc
@@ -984,6 +1001,13 @@ mod tests {
             (3, 8, 6, 6, 64, 3, 1, 1),
             (2, 3, 17, 16, 64, 3, 1, 1),
             (1, 2, 24, 23, 128, 3, 1, 1),
+            // 64 input channels: grad-input on the wide implicit path too (16×16 plane), the
+            // weight gradient on the wide tile over im2col columns (72+ taps); the implicit
+            // weight gradient through the dispatch (a 552-pixel plane, 72 taps); row bands of
+            // a stride-2 layer's columns on the wide tile.
+            (2, 64, 16, 16, 64, 3, 1, 1),
+            (1, 8, 24, 23, 64, 3, 1, 1),
+            (2, 8, 34, 34, 64, 3, 2, 1),
         ] {
             let x = Var::from_tensor(&rand_tensor(&[n, c, h, w], &mut rng)).unwrap();
             let wt = Var::from_tensor(&rand_tensor(&[cout, c, k, k], &mut rng)).unwrap();
@@ -1032,7 +1056,6 @@ mod tests {
         }
     }
 
-    /// The gradients do not depend on the number of threads (fixed chunks, summed in order).
     /// The wide-tile implicit convolution against an f64 reference: grids not a multiple of
     /// the tile, two 64-channel panels, K across several blocks, 1×1, 5×5 and unpadded
     /// kernels. Called directly, so it runs (on the portable kernel) without AVX-512 too.
@@ -1157,6 +1180,7 @@ mod tests {
         }
     }
 
+    /// The gradients do not depend on the number of threads (fixed chunks, summed in order).
     #[test]
     fn backward_bits_do_not_depend_on_threads() {
         // A small weight (image chunks summed), and a wide one whose taps are split across

@@ -1,19 +1,21 @@
-//! A small packed GEMM for the convolutions: `C (M×N) [+]= A (M×K) · B (K×N)`, `C` row-major.
+//! Two small GEMM microkernels of our own for the convolutions ([`super::conv`]):
 //!
-//! `A` (the weights, reused by every image) is packed once per call into 8-row panels per
-//! block of [`KC`] inner indices; `B`'s rows are either read in place through a table of row
-//! offsets ([`BSource::Rows`]: the convolution's implicit GEMM reads the rows of its column
-//! matrix straight from a zero-padded image, so no column matrix is written, read back or
-//! packed — with the `gemm` crate, im2col and the crate's packing were two passes over 9× the
-//! activations) or packed [`NR`] columns at a time by a caller's function ([`BSource::Packed`]).
-//! Each `KC × NR` block of `B` stays in L1 while every 8-row panel of `A` (from L2) multiplies
-//! it in an 8×32 AVX-512 microkernel: 16 accumulators, two loads and eight broadcasts per 16
-//! FMAs. On pre-packed operands (one core, this machine's Xeon) it ran 151–161 GFLOP/s at
-//! `KC` = 96–288 for the 64-channel layers where the `gemm` crate ran 99–124; in the training
-//! step it is ~15% less efficient per FLOP than the crate's kernel (unaligned rows, each
-//! block's first pass from L2) but saves the im2col and packing passes. Without AVX-512 a
-//! portable kernel with the same arithmetic runs (exact, scalar, slow: the convolutions then
-//! keep the `gemm` crate's path, [`has_fast_kernel`]).
+//! - [`gemm`]: `C (M×N) [+]= A (M×K) · B (K×N)`, `C` row-major, on an 8×32 AVX-512 tile. `A`
+//!   (the weights) is packed once per call into 8-row panels per block of [`KC`] inner indices;
+//!   `B`'s rows are either read in place through a table of row offsets ([`BSource::Rows`]: the
+//!   implicit convolution reads the rows of its column matrix straight from a zero-padded
+//!   image, so no column matrix is written, read back or packed) or packed [`NR`] columns at a
+//!   time by a caller's function ([`BSource::Packed`]). 16 accumulators, two loads and eight
+//!   broadcasts per 16 FMAs; its loads of `B` rows at arbitrary shifts split cache lines (one
+//!   core, operands in L1: 130 GFLOP/s on aligned rows, 104 on rows shifted by 3 floats, against
+//!   a register-only peak of 167, `examples/kernel_probe.rs`).
+//! - [`wide_tile`] / [`wide_tile_cols`]: a 6×64 tile whose vector side is 64 output channels
+//!   (four aligned loads of a packed panel per step) and whose six broadcasts come from rows
+//!   read in place, so no vector load touches a shifted row (133 GFLOP/s in the same probe).
+//!   The convolutions with 64-channel multiples run on it.
+//!
+//! Without AVX-512 portable kernels with the same arithmetic run (exact, scalar, slow: the
+//! convolutions then keep the `gemm` crate's path, [`has_fast_kernel`]).
 
 /// Rows of an `A` panel (and of the microkernel's tile).
 pub const MR: usize = 8;
@@ -237,8 +239,9 @@ pub const WV: usize = 64;
 /// `B(kk, j) = b[boff[j] + kk]` — `A` a k-major panel of 64-wide vectors (four aligned loads
 /// per step), `B` six rows read in place, one broadcast each per step: 24 accumulators, ten
 /// loads per 24 FMAs, and no vector load of `B`, so `B`'s alignment does not matter (the 8×32
-/// kernel's unaligned `B` rows cost it ~15%, `examples/kernel_probe.rs`). The weight gradient
-/// of a stride-1 convolution runs on it ([`super::conv`]). `a` should be 64-byte aligned.
+/// kernel's unaligned `B` rows cost it ~15%, `examples/kernel_probe.rs`). The convolutions'
+/// weight gradients run on it (`B` = shifted rows of a padded image, or im2col rows). `a`
+/// should be 64-byte aligned (the loads are unaligned-safe; alignment only saves split lines).
 ///
 /// # Safety
 /// `a` holds `WV·kc` floats, each `b + boff[j]` `kc` floats, `c` a `WR × WV` tile with rows
@@ -312,7 +315,8 @@ unsafe fn portable_wide(kc: usize, a: *const f32, b: *const f32, boff: &[usize; 
     store_wide(&t, c, ldc, acc)
 }
 
-/// A zeroed buffer of `n` floats whose element `off` is 64-byte aligned: `(buffer, off)`.
+/// A zeroed buffer of `n` floats starting at element `off`, 64-byte aligned where the
+/// allocation allows (always, for f32 allocations on this target): `(buffer, off)`.
 pub fn aligned_zeros(n: usize) -> (Vec<f32>, usize) {
     let v = vec![0f32; n + 16];
     let off = v.as_ptr().align_offset(64).min(15);
