@@ -382,14 +382,9 @@ pub fn set_wide_fwd(on: bool) {
     WIDE_FWD.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Stride-1 convolution as an implicit GEMM, `w` the weight `(Cout, C·k·k)` row-major: on the
-/// wide tile when `Cout` is a multiple of 64 ([`conv_implicit_wide`]), else on the 8×32 kernel.
-fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    if cout > 0 && cout.is_multiple_of(WV) && WIDE_FWD.load(std::sync::atomic::Ordering::Relaxed) {
-        conv_implicit_wide(x, w, g, cout)
-    } else {
-        conv_implicit_8x32(x, &PackedA::new(w, cout, g.row_len(), g.row_len(), 1), g)
-    }
+/// Whether the wide tile can hold `cout` output channels: whole 64-channel panels.
+fn wide_channels(cout: usize) -> bool {
+    cout > 0 && cout.is_multiple_of(WV)
 }
 
 /// Inner indices per block of the wide implicit convolution (`A`'s block, `KC × 64` floats =
@@ -397,16 +392,11 @@ fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 const WIDE_KC: usize = 128;
 
 /// The weight `(Cout, K)` row-major in 64-channel k-major panels for the wide tile,
-/// `a[(pn·K + kk)·64 + v] = w[pn·64 + v][kk]`, 64-byte aligned: `(buffer, offset)`.
+/// `a[(pn·K + kk)·64 + v] = w[pn·64 + v][kk]`, 64-byte aligned: `(buffer, offset)` — the
+/// panel transpose of [`panels_t`] with the weight as a one-row "image" of `K` positions.
 fn pack_wide(w: &[f32], cout: usize, k: usize) -> (Vec<f32>, usize) {
     let (mut ap, a0) = packed::aligned_zeros(cout * k);
-    let apk = &mut ap[a0..a0 + cout * k];
-    for o in 0..cout {
-        let (pn, v) = (o / WV, o % WV);
-        for kk in 0..k {
-            apk[(pn * k + kk) * WV + v] = w[o * k + kk];
-        }
-    }
+    panels_t(w, cout, 1, k, k, &mut ap[a0..a0 + cout * k], k * WV);
     (ap, a0)
 }
 
@@ -443,13 +433,21 @@ fn wide_product(apk: &[f32], cout: usize, b: &[f32], offs: &[usize], n: usize, c
     }
 }
 
-/// [`conv_implicit_8x32`]'s implicit GEMM on the wide tile ([`packed::wide_tile_cols`]): the
-/// tile is 6 output positions × 64 output channels, `A` the weight packed in 64-channel
-/// k-major panels (aligned vector loads), `B` the padded image's shifted rows broadcast (no
-/// vector load of an unaligned row). The product lands position-major, `(grid, Cout)`, and is
-/// transposed into NCHW while the extra grid columns are dropped.
-fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    debug_assert!(g.stride == 1 && cout.is_multiple_of(WV));
+/// Stride-1 convolution as an implicit GEMM, `w` the weight `(Cout, C·k·k)` row-major: each
+/// image is copied into a zero-padded plane per channel `(Hp, Wp)`, and output `(oy, ox)` taken
+/// on the padded-width grid `q = oy·Wp + ox` reads tap `(c, ky, kx)` at
+/// `q + c·Hp·Wp + ky·Wp + kx` — every row of the column matrix is the padded image at a fixed
+/// shift, so no column matrix is written, read or packed. The grid's `Wp − Wo` extra columns
+/// per output row are computed and dropped (6% of the work at 32×32, 11% at 16×16).
+///
+/// The product runs on the wide tile ([`wide_product`]: 6 output positions × 64 output
+/// channels, `A` the weight in 64-channel k-major panels, `B` the padded image's shifted rows
+/// broadcast, no vector load of an unaligned row) when `Cout` is a multiple of 64, landing
+/// position-major `(grid, Cout)` and transposed into NCHW; else on the 8×32 tile
+/// ([`packed::gemm`] with `B` read in place), landing `(Cout, grid)`.
+fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    debug_assert_eq!(g.stride, 1);
+    let wide = wide_channels(cout) && WIDE_FWD.load(std::sync::atomic::Ordering::Relaxed);
     let (ho, wo) = (g.ho(), g.wo());
     let plane = ho * wo;
     let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
@@ -457,64 +455,41 @@ fn conv_implicit_wide(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32
     let chw = g.c * hw;
     let rl = g.row_len();
     let offs = tap_offsets(&g, wp, pp);
-    let (ap, a0) = pack_wide(w, cout, rl);
-    let apk = &ap[a0..];
     let grid = ho * wp;
     let gridp = grid.next_multiple_of(WR);
-    // The last tap's shift plus the grid rounded up to whole tiles stays inside.
-    let xpad_len = g.c * pp + g.k + WR + gridp - grid;
+    // The weight, packed for the kernel that runs.
+    let (apw, a0) = if wide { pack_wide(w, cout, rl) } else { (Vec::new(), 0) };
+    let a8 = (!wide).then(|| PackedA::new(w, cout, rl, rl, 1));
+    // The last tap's shift plus the grid rounded up to whole tiles (wide) or panels (8×32)
+    // stays inside.
+    let xpad_len = g.c * pp + g.k + if wide { WR + gridp - grid } else { NR };
+    let prod_len = if wide { gridp * cout } else { cout * grid };
     let mut y = super::zeros(g.n * cout * plane);
     y.par_chunks_mut(cout * plane).enumerate().for_each_init(
         // The padding is never written, so it stays zero for every image of the task.
-        || (vec![0f32; xpad_len], vec![0f32; gridp * cout]),
-        |(xpad, ct), (i, yi)| {
-            let xi = &x[i * chw..(i + 1) * chw];
-            pad_image(xi, &g, wp, pp, xpad);
-            wide_product(apk, cout, xpad, &offs, grid, ct);
-            for oy in 0..ho {
-                let rows = &ct[oy * wp * cout..][..wo * cout];
-                for o in 0..cout {
-                    let dst = &mut yi[o * plane + oy * wo..][..wo];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        *d = rows[ox * cout + o];
+        || (vec![0f32; xpad_len], vec![0f32; prod_len]),
+        |(xpad, prod), (i, yi)| {
+            pad_image(&x[i * chw..(i + 1) * chw], &g, wp, pp, xpad);
+            match &a8 {
+                None => {
+                    wide_product(&apw[a0..], cout, xpad, &offs, grid, prod);
+                    for oy in 0..ho {
+                        let rows = &prod[oy * wp * cout..][..wo * cout];
+                        for o in 0..cout {
+                            let dst = &mut yi[o * plane + oy * wo..][..wo];
+                            for (ox, d) in dst.iter_mut().enumerate() {
+                                *d = rows[ox * cout + o];
+                            }
+                        }
                     }
                 }
-            }
-        },
-    );
-    y
-}
-
-/// Stride-1 convolution as an implicit GEMM on [`packed::gemm`], `B` read in place: each image
-/// is copied into a zero-padded plane per channel `(Hp, Wp)`, and output `(oy, ox)` taken on
-/// the padded-width grid `q = oy·Wp + ox` reads tap `(c, ky, kx)` at
-/// `q + c·Hp·Wp + ky·Wp + kx` — every row of the column matrix is the padded image at a fixed
-/// shift, so no column matrix is written, read or packed. The grid's `Wp − Wo` extra columns
-/// per output row are computed and dropped (6% of the work at 32×32, 11% at 16×16).
-/// `a` is the weight `(Cout, C·k·k)` packed.
-fn conv_implicit_8x32(x: &[f32], a: &PackedA, g: ConvGeom) -> Vec<f32> {
-    debug_assert_eq!(g.stride, 1);
-    let cout = a.m();
-    let (ho, wo) = (g.ho(), g.wo());
-    let plane = ho * wo;
-    let (hp, wp) = (g.h + 2 * g.pad, g.w + 2 * g.pad);
-    let (pp, hw) = (hp * wp, g.h * g.w);
-    let chw = g.c * hw;
-    let offs = tap_offsets(&g, wp, pp);
-    let grid = ho * wp;
-    // The last tap's shift plus the grid rounded up to whole panels stays inside.
-    let xpad_len = g.c * pp + g.k + NR;
-    let mut y = super::zeros(g.n * cout * plane);
-    y.par_chunks_mut(cout * plane).enumerate().for_each_init(
-        // The padding is never written, so it stays zero for every image of the task.
-        || (vec![0f32; xpad_len], vec![0f32; cout * grid]),
-        |(xpad, yg), (i, yi)| {
-            let xi = &x[i * chw..(i + 1) * chw];
-            pad_image(xi, &g, wp, pp, xpad);
-            packed::gemm::<NoPack>(a, grid, yg, grid, false, BSource::Rows { base: xpad, offs: &offs });
-            for o in 0..cout {
-                for oy in 0..ho {
-                    yi[o * plane + oy * wo..][..wo].copy_from_slice(&yg[o * grid + oy * wp..][..wo]);
+                Some(a) => {
+                    packed::gemm::<NoPack>(a, grid, prod, grid, false, BSource::Rows { base: xpad, offs: &offs });
+                    for o in 0..cout {
+                        for oy in 0..ho {
+                            yi[o * plane + oy * wo..][..wo].copy_from_slice(&prod[o * grid + oy * wp..][..wo]);
+                        }
+                    }
                 }
             }
         },
@@ -672,12 +647,7 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     // The wide tile on the im2col columns where it applies: 64-channel panels, 64+ taps, not
     // 1×1 (conv_ab, one process: 3×3 stride-2 114–169 GFLOP/s vs 109–137 on the gemm crate,
     // 16×16 155–185 vs 148–150, 8×8 152–197 vs 163–171, 4×4 even; 1×1 stride-2 44–76 vs 66–85).
-    let wide = packed::has_fast_kernel()
-        && cout > 0
-        && cout.is_multiple_of(WV)
-        && rl >= 64
-        && g.k > 1
-        && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed);
+    let wide = wide_gw_applies(&g, cout) && g.k > 1;
     let bl = blocking_for(&g, TARGET_GW_COLS.load(std::sync::atomic::Ordering::Relaxed));
     let max_cols = bl.imgs * bl.rows * wo;
     // gYᵀ in 64-channel panels, `[pn][image][position][64]`, once for all tasks.
@@ -696,38 +666,46 @@ fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<
     let taps_per = rl.div_ceil(tap_parts);
     let img_chunks = (GW_TASKS / tap_parts).min(g.n.div_ceil(bl.imgs)).max(1);
     let imgs_per = g.n.div_ceil(img_chunks).next_multiple_of(bl.imgs);
-    let tasks: Vec<(usize, usize)> = (0..img_chunks).flat_map(|ci| (0..tap_parts).map(move |p| (ci, p))).collect();
-    // partial[ci * tap_parts + p] = gWᵀ rows of part p over image chunk ci, (taps, Cout).
-    let partial: Vec<Vec<f32>> = tasks
-        .into_par_iter()
-        .map(|(ci, p)| {
-            let taps = p * taps_per..((p + 1) * taps_per).min(rl);
-            let mut acc = vec![0f32; taps.len() * cout];
-            let mut buf = vec![0f32; taps.len() * max_cols];
-            let mut gy_buf = vec![0f32; if bl.imgs > 1 && !wide { cout * max_cols } else { 0 }];
-            let (lo, hi) = (ci * imgs_per, ((ci + 1) * imgs_per).min(g.n));
-            for (i0, nb, oy0, oy1) in blocks(lo, hi, ho, bl) {
-                let ncols = nb * (oy1 - oy0) * wo;
-                let (c, ld) = columns(&mut buf, x, &g, taps.clone(), i0, nb, oy0, oy1);
-                if wide {
-                    // The wide tile on the columns, A = the block's positions of gYᵀ.
-                    let a = &gyt_all[(i0 * plane + oy0 * wo) * WV..];
-                    wide_gw(&mut acc, cout, taps.len(), |r| r * ld, c, a, g.n * plane * WV, ncols);
-                } else {
-                    let (gyb, gld) = gy_block(gy, cout, plane, i0, nb, oy0, wo, &mut gy_buf);
-                    sgemm_ld(taps.len(), cout, ncols, &mut acc, cout, true, c, (ld, 1), gyb, (1, gld));
-                }
+    gw_from_parts(img_chunks, tap_parts, taps_per, rl, cout, |ci, p| {
+        let taps = p * taps_per..((p + 1) * taps_per).min(rl);
+        let mut acc = vec![0f32; taps.len() * cout];
+        let mut buf = vec![0f32; taps.len() * max_cols];
+        let mut gy_buf = vec![0f32; if bl.imgs > 1 && !wide { cout * max_cols } else { 0 }];
+        let (lo, hi) = (ci * imgs_per, ((ci + 1) * imgs_per).min(g.n));
+        for (i0, nb, oy0, oy1) in blocks(lo, hi, ho, bl) {
+            let ncols = nb * (oy1 - oy0) * wo;
+            let (c, ld) = columns(&mut buf, x, &g, taps.clone(), i0, nb, oy0, oy1);
+            if wide {
+                // The wide tile on the columns, A = the block's positions of gYᵀ.
+                let a = &gyt_all[(i0 * plane + oy0 * wo) * WV..];
+                wide_gw(&mut acc, cout, taps.len(), |r| r * ld, c, a, g.n * plane * WV, ncols);
+            } else {
+                let (gyb, gld) = gy_block(gy, cout, plane, i0, nb, oy0, wo, &mut gy_buf);
+                sgemm_ld(taps.len(), cout, ncols, &mut acc, cout, true, c, (ld, 1), gyb, (1, gld));
             }
-            acc
-        })
-        .collect();
-    // gW (Cout, rl): the transpose of the parts, image chunks added in order.
-    let mut gw = vec![0f32; cout * rl];
-    for ci in 0..img_chunks {
-        for p in 0..tap_parts {
-            let part = &partial[ci * tap_parts + p];
-            transpose_add(part, part.len() / cout, cout, &mut gw, rl, p * taps_per);
         }
+        acc
+    })
+}
+
+/// Run the weight gradient's fixed tasks — `task(ci, p)` returns the `gWᵀ` rows
+/// `p·rows_per..` (`(rows, Cout)`) over image chunk `ci` — in parallel, and add their
+/// transposes into `gW (Cout, rl)`, image chunks in order: the same bits whatever the number
+/// of threads.
+fn gw_from_parts(
+    chunks: usize,
+    parts: usize,
+    rows_per: usize,
+    rl: usize,
+    cout: usize,
+    task: impl Fn(usize, usize) -> Vec<f32> + Sync,
+) -> Vec<f32> {
+    let tasks: Vec<(usize, usize)> = (0..chunks).flat_map(|ci| (0..parts).map(move |p| (ci, p))).collect();
+    let partial: Vec<Vec<f32>> = tasks.into_par_iter().map(|(ci, p)| task(ci, p)).collect();
+    let mut gw = vec![0f32; cout * rl];
+    // Chunk-major, as the tasks were listed.
+    for (t, part) in partial.iter().enumerate() {
+        transpose_add(part, part.len() / cout, cout, &mut gw, rl, (t % parts) * rows_per);
     }
     gw
 }
@@ -757,13 +735,13 @@ const IMPLICIT_GW_MIN_PLANE: usize = 512;
 /// [`IMPLICIT_GW_MIN_PLANE`]+ outputs, 64+ taps (not the stem), output channels a multiple of
 /// 64, the AVX-512 kernel.
 fn implicit_gw(g: &ConvGeom, cout: usize) -> bool {
-    packed::has_fast_kernel()
-        && g.stride == 1
-        && g.ho() * g.wo() >= IMPLICIT_GW_MIN_PLANE
-        && g.row_len() >= 64
-        && cout > 0
-        && cout.is_multiple_of(WV)
-        && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed)
+    wide_gw_applies(g, cout) && g.stride == 1 && g.ho() * g.wo() >= IMPLICIT_GW_MIN_PLANE
+}
+
+/// What both wide-tile weight gradients need: the AVX-512 kernel, 64+ taps (not the stem),
+/// whole 64-channel panels, and the switch on.
+fn wide_gw_applies(g: &ConvGeom, cout: usize) -> bool {
+    packed::has_fast_kernel() && g.row_len() >= 64 && wide_channels(cout) && IMPLICIT_GW.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// `acc (rows × Cout, rows cout apart) += B · A` on the wide tile, the weight gradient's
@@ -823,36 +801,24 @@ fn conv_grad_weight_implicit(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) ->
     let parts = rl.div_ceil(rows_per);
     let imgs_per = g.n.div_ceil((GW_TASKS / parts).clamp(1, g.n.max(1))).max(1);
     let chunks = g.n.div_ceil(imgs_per);
-    let tasks: Vec<(usize, usize)> = (0..chunks).flat_map(|ci| (0..parts).map(move |p| (ci, p))).collect();
     // The last tap's shift plus the whole grid stays inside.
     let xpad_len = g.c * pp + g.k + WR;
-    let partial: Vec<Vec<f32>> = tasks
-        .into_par_iter()
-        .map(|(ci, p)| {
-            let rows = p * rows_per..((p + 1) * rows_per).min(rl);
-            let nr = rows.len();
-            let mut acc = vec![0f32; nr * cout];
-            // Padding and the extra grid columns are never written: they stay zero.
-            let mut xpad = vec![0f32; xpad_len];
-            let (mut gyt, go) = packed::aligned_zeros(panels * grid * WV);
-            let gyt = &mut gyt[go..go + panels * grid * WV];
-            for i in ci * imgs_per..((ci + 1) * imgs_per).min(g.n) {
-                let xi = &x[i * g.c * hw..(i + 1) * g.c * hw];
-                pad_image(xi, &g, wp, pp, &mut xpad);
-                panels_t(&gy[i * cout * plane..(i + 1) * cout * plane], cout, ho, wo, wp, gyt, grid * WV);
-                wide_gw(&mut acc, cout, nr, |r| roff[rows.start + r], &xpad, gyt, grid * WV, grid);
-            }
-            acc
-        })
-        .collect();
-    let mut gw = vec![0f32; cout * rl];
-    for ci in 0..chunks {
-        for p in 0..parts {
-            let part = &partial[ci * parts + p];
-            transpose_add(part, part.len() / cout, cout, &mut gw, rl, p * rows_per);
+    gw_from_parts(chunks, parts, rows_per, rl, cout, |ci, p| {
+        let rows = p * rows_per..((p + 1) * rows_per).min(rl);
+        let nr = rows.len();
+        let mut acc = vec![0f32; nr * cout];
+        // Padding and the extra grid columns are never written: they stay zero.
+        let mut xpad = vec![0f32; xpad_len];
+        let (mut gyt, go) = packed::aligned_zeros(panels * grid * WV);
+        let gyt = &mut gyt[go..go + panels * grid * WV];
+        for i in ci * imgs_per..((ci + 1) * imgs_per).min(g.n) {
+            let xi = &x[i * g.c * hw..(i + 1) * g.c * hw];
+            pad_image(xi, &g, wp, pp, &mut xpad);
+            panels_t(&gy[i * cout * plane..(i + 1) * cout * plane], cout, ho, wo, wp, gyt, grid * WV);
+            wide_gw(&mut acc, cout, nr, |r| roff[rows.start + r], &xpad, gyt, grid * WV, grid);
         }
-    }
-    gw
+        acc
+    })
 }
 
 /// Both gradients (either skipped when not wanted: the stem's input is the image). The column
@@ -1081,7 +1047,7 @@ mod tests {
             let mut vals = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
             let x = vals(n * c * h * w);
             let wt = vals(cout * g.row_len());
-            let got = conv_implicit_wide(&x, &wt, g, cout);
+            let got = conv_implicit(&x, &wt, g, cout);
             let (ho, wo) = (g.ho(), g.wo());
             for i in 0..n {
                 for o in 0..cout {
