@@ -574,7 +574,9 @@ fn conv_implicit(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     // stays inside.
     let xpad_len = g.c * pp + g.k + if wide { WR + gridp - grid } else { NR };
     let prod_len = if wide { gridp * cout } else { cout * grid };
-    let mut y = super::zeros(g.n * cout * plane);
+    // SAFETY: each image's task writes every (channel, row, column) of its output below
+    // (both copy-outs cover oy < Ho, all channels, ox < Wo).
+    let mut y = unsafe { super::unwritten(g.n * cout * plane) };
     y.par_chunks_mut(cout * plane).enumerate().for_each_init(
         // The padding is never written, so it stays zero for every image of the task.
         || (vec![0f32; xpad_len], vec![0f32; prod_len]),
@@ -641,7 +643,9 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     let rl = g.row_len();
     let bl = blocking(&g);
     let max_cols = bl.imgs * bl.rows * wo;
-    let mut y = super::zeros(g.n * cout * plane);
+    // SAFETY: every block's product is stored, not accumulated (the `gemm` crate does not
+    // read dst then), and the blocks cover every image and output row.
+    let mut y = unsafe { super::unwritten(g.n * cout * plane) };
     y.par_chunks_mut(bl.imgs * cout * plane).enumerate().for_each_init(
         || (vec![0f32; rl * max_cols], vec![0f32; if bl.imgs > 1 { cout * max_cols } else { 0 }]),
         |(buf, out), (t, yb)| {
