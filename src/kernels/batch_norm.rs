@@ -241,6 +241,8 @@ fn bn_bwd(
     eps: f64,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    // The forward checked this; the planes below cover dx only if it holds.
+    assert!(g > 0 && n % g == 0, "bn_bwd: batch {n} is not a multiple of {g} splits");
     let per = n / g;
     let m = (per * hw) as f64;
     // SAFETY: as in bn_fwd, every (image, channel) plane of dx is written by its channel's task.

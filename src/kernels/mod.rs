@@ -70,6 +70,9 @@ pub(crate) fn mask_by_output(grad: &Tensor, res: &Tensor) -> Result<Vec<f32>> {
         candle_core::bail!("relu mask: CPU only")
     };
     let (g, y) = (f32_slice(gs, gl)?, f32_slice(ys, yl)?);
+    if g.len() != y.len() {
+        candle_core::bail!("relu mask: gradient has {} elements, output {}", g.len(), y.len());
+    }
     // SAFETY: the chunks below cover out and each writes all of its elements.
     let mut out = unsafe { unwritten(g.len()) };
     out.par_chunks_mut(ELEMWISE_CHUNK)
@@ -99,8 +102,8 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
 
 /// A vector of `n` floats left unwritten, for a kernel's output that the kernel writes in full
 /// before anything reads it: no zeroing pass over an activation-sized buffer (the zeroing in
-/// [`zeros`] was ~2% of a training step, `perf`). candle's CPU backend allocates its outputs
-/// the same way (`alloc_uninit`).
+/// [`zeros`] was 3.1% of a batch-64 training step's samples, `perf`). candle's CPU backend
+/// allocates its outputs the same way (`alloc_uninit`).
 ///
 /// # Safety
 /// Every element must be written before any is read, and before the vector is handed on.
@@ -109,7 +112,8 @@ pub(crate) fn zeros(n: usize) -> Vec<f32> {
 #[allow(clippy::uninit_vec)]
 pub(crate) unsafe fn unwritten(n: usize) -> Vec<f32> {
     // Debug builds (the test suite) fill it with NaN, so an element a kernel forgets to write
-    // shows up in every comparison instead of reading as the zero of a fresh page.
+    // turns into a NaN (which the tests' comparisons count as an infinite error) instead of
+    // reading as the zero of a fresh page.
     if cfg!(debug_assertions) {
         return vec![f32::NAN; n];
     }
