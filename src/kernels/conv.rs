@@ -127,6 +127,11 @@ impl ShiftedSpan {
 /// Channel and [`ShiftedSpan`] of tap `j` (weight order `(c, ky, kx)`).
 fn shifted_span(g: &ConvGeom, j: usize, oy0: usize, oy1: usize) -> (usize, ShiftedSpan) {
     let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
+    (c, shifted_span_at(g, ky, kx, oy0, oy1))
+}
+
+/// The [`ShiftedSpan`] of the taps `(·, ky, kx)` (the same for every channel).
+fn shifted_span_at(g: &ConvGeom, ky: usize, kx: usize, oy0: usize, oy1: usize) -> ShiftedSpan {
     let (w, hw) = (g.w as isize, (g.h * g.w) as isize);
     let dy = ky as isize - g.pad as isize;
     let dx = kx as isize - g.pad as isize;
@@ -142,13 +147,12 @@ fn shifted_span(g: &ConvGeom, j: usize, oy0: usize, oy1: usize) -> (usize, Shift
     } else {
         0..0
     };
-    let span = ShiftedSpan {
+    ShiftedSpan {
         dst: lo as usize..hi as usize,
         src,
         dx,
         w: g.w,
-    };
-    (c, span)
+    }
 }
 
 /// Taps `taps` (rows of the column matrix, in the weight's (c, ky, kx) order) and output rows
@@ -164,15 +168,7 @@ fn im2col_rows(x: &[f32], g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usi
     let hw = g.h * g.w;
     let t0 = taps.start;
     if same_width(g) {
-        for j in taps {
-            let (c, span) = shifted_span(g, j, oy0, oy1);
-            let d = &mut cols[(j - t0) * ld..][..(oy1 - oy0) * wo];
-            d[..span.dst.start].fill(0.0);
-            d[span.dst.end..].fill(0.0);
-            d[span.dst.clone()].copy_from_slice(&x[c * hw..][span.src.clone()]);
-            span.for_each_edge(|i| d[i] = 0.0);
-        }
-        return;
+        return im2col_runs(x, 1, g, taps, oy0, oy1, cols, ld);
     }
     for j in taps {
         let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
@@ -196,6 +192,40 @@ fn im2col_rows(x: &[f32], g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usi
                 for ox in ox0..ox1 {
                     d[ox] = src[ox * g.stride + kx - g.pad];
                 }
+            }
+        }
+    }
+}
+
+/// [`im2col_rows`] of a [`same_width`] convolution for `nb` images at once (image `b` at
+/// `x[b·C·H·W..]`, its columns at `cols[b·band..]`, band = `(oy1 − oy0)·W`): each tap's shifted
+/// run and wrapped edge entries are worked out once for all the images (the deep layers' blocks
+/// hold 2–16 images of 4–16-float runs each), taps walked without divisions.
+#[allow(clippy::too_many_arguments)]
+fn im2col_runs(x: &[f32], nb: usize, g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usize, cols: &mut [f32], ld: usize) {
+    let (k, hw) = (g.k, g.h * g.w);
+    let (chw, band) = (g.c * hw, (oy1 - oy0) * g.w);
+    let t0 = taps.start;
+    let (mut c, mut ky, mut kx) = (t0 / (k * k), (t0 / k) % k, t0 % k);
+    let mut edges = Vec::new();
+    for j in taps {
+        let span = shifted_span_at(g, ky, kx, oy0, oy1);
+        edges.clear();
+        span.for_each_edge(|i| edges.push(i));
+        for b in 0..nb {
+            let d = &mut cols[(j - t0) * ld + b * band..][..band];
+            d[..span.dst.start].fill(0.0);
+            d[span.dst.end..].fill(0.0);
+            d[span.dst.clone()].copy_from_slice(&x[b * chw + c * hw..][span.src.clone()]);
+            for &i in &edges {
+                d[i] = 0.0;
+            }
+        }
+        kx += 1;
+        if kx == k {
+            (kx, ky) = (0, ky + 1);
+            if ky == k {
+                (ky, c) = (0, c + 1);
             }
         }
     }
@@ -316,9 +346,13 @@ fn columns<'a>(
     }
     let band = (oy1 - oy0) * wo;
     let ld = nb * band;
-    for j in 0..nb {
-        let i = i0 + j;
-        im2col_rows(&x[i * chw..(i + 1) * chw], g, taps.clone(), oy0, oy1, &mut buf[j * band..], ld);
+    if same_width(g) {
+        im2col_runs(&x[i0 * chw..(i0 + nb) * chw], nb, g, taps.clone(), oy0, oy1, buf, ld);
+    } else {
+        for j in 0..nb {
+            let i = i0 + j;
+            im2col_rows(&x[i * chw..(i + 1) * chw], g, taps.clone(), oy0, oy1, &mut buf[j * band..], ld);
+        }
     }
     (&buf[..taps.len() * ld], ld)
 }
