@@ -200,12 +200,13 @@ fn im2col_rows(x: &[f32], g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usi
 /// [`im2col_rows`] of a [`same_width`] convolution for `nb` images at once (image `b` at
 /// `x[b·C·H·W..]`, its columns at `cols[b·band..]`, band = `(oy1 − oy0)·W`): each tap's shifted
 /// run and wrapped edge entries are worked out once for all the images (the deep layers' blocks
-/// hold 2–16 images of 4–16-float runs each), taps walked without divisions.
+/// hold 2–16 images, runs of 16–64 floats each), taps walked without divisions.
 #[allow(clippy::too_many_arguments)]
 fn im2col_runs(x: &[f32], nb: usize, g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usize, cols: &mut [f32], ld: usize) {
     let (k, hw) = (g.k, g.h * g.w);
     let (chw, band) = (g.c * hw, (oy1 - oy0) * g.w);
     let t0 = taps.start;
+    debug_assert!(nb <= 1 || ld >= nb * band, "im2col_runs: images' columns overlap");
     let (mut c, mut ky, mut kx) = (t0 / (k * k), (t0 / k) % k, t0 % k);
     let mut edges = Vec::new();
     for j in taps {
@@ -1418,6 +1419,51 @@ mod tests {
         let reference = x.conv2d(w.as_tensor(), 1, 1, 1, 1).unwrap().sqr().unwrap().sum_all().unwrap();
         let gref = reference.backward().unwrap();
         assert!(max_rel(gw, gref.get(w.as_tensor()).unwrap()) < 1e-5);
+    }
+
+    /// The same-width im2col of several images at once against its definition: taps starting
+    /// and ending mid-channel (the weight gradient splits them anywhere), bands of rows, rows of
+    /// the column matrix wider than the images' columns, every entry written (NaN-filled buffer).
+    #[test]
+    fn im2col_runs_matches_its_definition() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for (nb, c, h, w, k, pad) in [(3, 4, 5, 6, 3, 1), (2, 3, 4, 4, 5, 2), (4, 2, 3, 2, 1, 0), (2, 2, 6, 1, 3, 1)] {
+            let g = ConvGeom {
+                n: nb,
+                c,
+                h,
+                w,
+                k,
+                stride: 1,
+                pad,
+            };
+            assert!(same_width(&g));
+            let x: Vec<f32> = (0..nb * c * h * w).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let rl = g.row_len();
+            for (taps, oy0, oy1) in [(0..rl, 0, h), (k * k / 2 + 1..rl - 1, 1, h), (1..2, 0, h.div_ceil(2))] {
+                let band = (oy1 - oy0) * w;
+                let ld = nb * band + 3;
+                let mut cols = vec![f32::NAN; taps.len() * ld];
+                im2col_runs(&x, nb, &g, taps.clone(), oy0, oy1, &mut cols, ld);
+                for j in taps.clone() {
+                    let (ci, ky, kx) = (j / (k * k), (j / k) % k, j % k);
+                    for b in 0..nb {
+                        for oy in oy0..oy1 {
+                            for ox in 0..w {
+                                let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
+                                let want = if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                    x[((b * c + ci) * h + iy as usize) * w + ix as usize]
+                                } else {
+                                    0.0
+                                };
+                                let got = cols[(j - taps.start) * ld + b * band + (oy - oy0) * w + ox];
+                                assert_eq!(got, want, "{g:?} taps {taps:?} tap {j} image {b} ({oy}, {ox})");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// col2im is the adjoint of im2col, `<im2col(x), y> = <x, col2im(y)>`, on the general path
