@@ -7,8 +7,9 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use std::collections::BTreeMap;
 
-/// The optimizer and its momentum buffers, keyed by parameter name.
-#[derive(Debug, Clone)]
+/// The optimizer and its momentum buffers, keyed by parameter name. Not `Clone`: from the
+/// second step on the CPU path updates the buffers in place, so a clone would share them.
+#[derive(Debug)]
 pub struct Sgd {
     /// μ.
     pub momentum: f64,
@@ -38,7 +39,9 @@ impl Sgd {
                 let theta = var.as_tensor();
                 let fused = crate::kernels::use_cpu_kernels(theta.device())
                     && self.momentum != 0.0
-                    && [theta, g, b].iter().all(|t| t.is_contiguous() && t.dims() == theta.dims());
+                    && [theta, g, b]
+                        .iter()
+                        .all(|t| t.is_contiguous() && t.dims() == theta.dims() && t.dtype() == candle_core::DType::F32);
                 if fused {
                     b.inplace_op3(
                         g,
@@ -46,6 +49,7 @@ impl Sgd {
                         &MomentumUpdate {
                             m: self.momentum as f32,
                             wd: self.weight_decay as f32,
+                            decay: self.weight_decay != 0.0,
                         },
                     )?;
                     theta.inplace_op2(b, &Descend { lr: lr as f32 })?;
@@ -81,6 +85,9 @@ impl Sgd {
 struct MomentumUpdate {
     m: f32,
     wd: f32,
+    /// Whether the decay term is added (decided in f64, as the composed path does: a decay
+    /// that rounds to 0 in f32 still adds `θ·0 + 0`).
+    decay: bool,
 }
 
 impl candle_core::InplaceOp3 for MomentumUpdate {
@@ -103,13 +110,13 @@ impl candle_core::InplaceOp3 for MomentumUpdate {
         if buf.len() != g.len() || buf.len() != th.len() {
             candle_core::bail!("sgd_momentum: {} / {} / {} values", buf.len(), g.len(), th.len());
         }
-        let (m, wd) = (self.m, self.wd);
+        let (m, wd, decay) = (self.m, self.wd, self.decay);
         let chunk = crate::kernels::ELEMWISE_CHUNK;
         buf.par_chunks_mut(chunk)
             .zip(g.par_chunks(chunk).zip(th.par_chunks(chunk)))
             .for_each(|(b, (g, th))| {
                 for ((b, &g), &t) in b.iter_mut().zip(g).zip(th) {
-                    let g = if wd != 0.0 { g + (t * wd + 0.0) } else { g };
+                    let g = if decay { g + (t * wd + 0.0) } else { g };
                     *b = (*b * m + 0.0) + g;
                 }
             });
@@ -219,12 +226,18 @@ mod tests {
                 let w = Var::new(init.as_slice(), &Device::Cpu).unwrap();
                 let params = vec![("w".to_string(), w.clone())];
                 let mut opt = Sgd::new(0.9, wd);
+                let mut first_buffer = None;
                 for step in 0..5 {
                     let loss = (w.as_tensor().sqr().unwrap() * &coef).unwrap().sum_all().unwrap();
                     let grads = loss.backward().unwrap();
                     opt.step(&params, &grads, 0.05 + 0.01 * step as f64).unwrap();
+                    first_buffer.get_or_insert_with(|| opt.buffers["w"].clone());
                 }
                 crate::kernels::set_enabled(true);
+                // The in-place path keeps updating the first step's buffer; the composed one
+                // replaces it every step.
+                let updated_in_place = first_buffer.unwrap().to_vec1::<f32>().unwrap() == opt.buffers["w"].to_vec1::<f32>().unwrap();
+                assert_eq!(updated_in_place, fused, "in-place path taken: {updated_in_place}");
                 (w.as_tensor().to_vec1::<f32>().unwrap(), opt.buffers["w"].to_vec1::<f32>().unwrap())
             };
             let (fused, composed) = (run(true), run(false));
