@@ -137,6 +137,18 @@ pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> 
     }
 }
 
+/// The f32 slice a mutable CPU storage + contiguous layout designates (in-place ops: the EMA,
+/// SGD); `op` names the op in the error.
+pub(crate) fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> Result<&'a mut [f32]> {
+    let (a, b) = l
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: tensor must be contiguous")))?;
+    match s {
+        CpuStorage::F32(v) => Ok(&mut v[a..b]),
+        _ => candle_core::bail!("{op}: f32 tensors only"),
+    }
+}
+
 /// Copy a CPU tensor's data (made contiguous) to a Vec.
 pub(crate) fn tensor_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()

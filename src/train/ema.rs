@@ -54,13 +54,7 @@ impl candle_core::InplaceOp2 for Ema {
     ) -> Result<()> {
         use rayon::prelude::*;
         let q = crate::kernels::f32_slice(s2, l2)?;
-        let (a, b) = l1
-            .contiguous_offsets()
-            .ok_or_else(|| candle_core::Error::Msg("ema: key tensor must be contiguous".into()))?;
-        let k = match s1 {
-            candle_core::CpuStorage::F32(v) => &mut v[a..b],
-            _ => candle_core::bail!("ema: f32 tensors only"),
-        };
+        let k = crate::kernels::f32_slice_mut(s1, l1, "ema")?;
         if k.len() != q.len() {
             candle_core::bail!("ema: key has {} values, query {}", k.len(), q.len());
         }

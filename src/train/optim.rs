@@ -106,7 +106,7 @@ impl candle_core::InplaceOp3 for MomentumUpdate {
     ) -> Result<()> {
         use rayon::prelude::*;
         let (g, th) = (crate::kernels::f32_slice(s2, l2)?, crate::kernels::f32_slice(s3, l3)?);
-        let buf = contiguous_mut(s1, l1, "sgd_momentum")?;
+        let buf = crate::kernels::f32_slice_mut(s1, l1, "sgd_momentum")?;
         if buf.len() != g.len() || buf.len() != th.len() {
             candle_core::bail!("sgd_momentum: {} / {} / {} values", buf.len(), g.len(), th.len());
         }
@@ -143,7 +143,7 @@ impl candle_core::InplaceOp2 for Descend {
     ) -> Result<()> {
         use rayon::prelude::*;
         let b = crate::kernels::f32_slice(s2, l2)?;
-        let th = contiguous_mut(s1, l1, "sgd_descend")?;
+        let th = crate::kernels::f32_slice_mut(s1, l1, "sgd_descend")?;
         if th.len() != b.len() {
             candle_core::bail!("sgd_descend: {} / {} values", th.len(), b.len());
         }
@@ -153,17 +153,6 @@ impl candle_core::InplaceOp2 for Descend {
             .zip(b.par_chunks(chunk))
             .for_each(|(th, b)| th.iter_mut().zip(b).for_each(|(t, &b)| *t -= b * lr + 0.0));
         Ok(())
-    }
-}
-
-/// The f32 slice a mutable CPU storage + contiguous layout designates.
-fn contiguous_mut<'a>(s: &'a mut candle_core::CpuStorage, l: &candle_core::Layout, op: &str) -> Result<&'a mut [f32]> {
-    let (a, b) = l
-        .contiguous_offsets()
-        .ok_or_else(|| candle_core::Error::Msg(format!("{op}: tensor must be contiguous")))?;
-    match s {
-        candle_core::CpuStorage::F32(v) => Ok(&mut v[a..b]),
-        _ => candle_core::bail!("{op}: f32 tensors only"),
     }
 }
 
