@@ -149,6 +149,36 @@ pub(crate) fn f32_slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout, op: &str) -> 
     }
 }
 
+/// `f(d, s)` for every element `d` of `dst` and `s` of `src`, in place on `dst` (CPU,
+/// contiguous f32 tensors of one length), in parallel chunks: the EMA's and SGD's updates.
+/// `name` names the op in errors.
+pub(crate) fn zip_in_place(dst: &Tensor, src: &Tensor, name: &'static str, f: impl Fn(&mut f32, f32) + Sync) -> Result<()> {
+    dst.inplace_op2(src, &ZipInPlace { name, f })
+}
+
+struct ZipInPlace<F> {
+    name: &'static str,
+    f: F,
+}
+
+impl<F: Fn(&mut f32, f32) + Sync> candle_core::InplaceOp2 for ZipInPlace<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let src = f32_slice(s2, l2)?;
+        let dst = f32_slice_mut(s1, l1, self.name)?;
+        if dst.len() != src.len() {
+            candle_core::bail!("{}: {} values to update from {}", self.name, dst.len(), src.len());
+        }
+        dst.par_chunks_mut(ELEMWISE_CHUNK)
+            .zip(src.par_chunks(ELEMWISE_CHUNK))
+            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, &s)| (self.f)(d, s)));
+        Ok(())
+    }
+}
+
 /// Copy a CPU tensor's data (made contiguous) to a Vec.
 pub(crate) fn tensor_vec(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()

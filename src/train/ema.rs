@@ -19,13 +19,10 @@ pub fn ema_update(query: &ParamStore, key: &ParamStore, m: f64) -> Result<()> {
             .ok_or_else(|| candle_core::Error::Msg(format!("ema_update: key encoder has no {name}")))?;
         if crate::kernels::use_cpu_kernels(kv.device()) && kv.as_tensor().is_contiguous() {
             // In place, one pass, no temporaries (candle's ops allocate three tensors per name).
-            kv.as_tensor().inplace_op2(
-                &qv.as_tensor().contiguous()?,
-                &Ema {
-                    m: m as f32,
-                    m1: (1.0 - m) as f32,
-                },
-            )?;
+            let (m, m1) = (m as f32, (1.0 - m) as f32);
+            crate::kernels::zip_in_place(kv.as_tensor(), &qv.as_tensor().contiguous()?, "ema", move |k, q| {
+                *k = m * *k + m1 * q
+            })?;
         } else {
             let new = ((kv.as_tensor() * m)? + (qv.as_tensor() * (1.0 - m))?)?;
             kv.set(&new.detach())?;
@@ -35,38 +32,6 @@ pub fn ema_update(query: &ParamStore, key: &ParamStore, m: f64) -> Result<()> {
 }
 
 /// `k ← m·k + (1−m)·q` over a CPU tensor's own storage.
-struct Ema {
-    m: f32,
-    m1: f32,
-}
-
-impl candle_core::InplaceOp2 for Ema {
-    fn name(&self) -> &'static str {
-        "ema"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> Result<()> {
-        use rayon::prelude::*;
-        let q = crate::kernels::f32_slice(s2, l2)?;
-        let k = crate::kernels::f32_slice_mut(s1, l1, "ema")?;
-        if k.len() != q.len() {
-            candle_core::bail!("ema: key has {} values, query {}", k.len(), q.len());
-        }
-        let (m, m1) = (self.m, self.m1);
-        let chunk = crate::kernels::ELEMWISE_CHUNK;
-        k.par_chunks_mut(chunk)
-            .zip(q.par_chunks(chunk))
-            .for_each(|(k, q)| k.iter_mut().zip(q).for_each(|(k, &q)| *k = m * *k + m1 * q));
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -52,7 +52,9 @@ impl Sgd {
                             decay: self.weight_decay != 0.0,
                         },
                     )?;
-                    theta.inplace_op2(b, &Descend { lr: lr as f32 })?;
+                    // θ ← θ − (buf·lr + 0), as the candle ops would.
+                    let lr = lr as f32;
+                    crate::kernels::zip_in_place(theta, b, "sgd_descend", move |t, b| *t -= b * lr + 0.0)?;
                     continue;
                 }
             }
@@ -120,38 +122,6 @@ impl candle_core::InplaceOp3 for MomentumUpdate {
                     *b = (*b * m + 0.0) + g;
                 }
             });
-        Ok(())
-    }
-}
-
-/// `θ ← θ − (buf·lr + 0)` in place on `θ` (argument `buf`), as the candle ops would.
-struct Descend {
-    lr: f32,
-}
-
-impl candle_core::InplaceOp2 for Descend {
-    fn name(&self) -> &'static str {
-        "sgd_descend"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-    ) -> Result<()> {
-        use rayon::prelude::*;
-        let b = crate::kernels::f32_slice(s2, l2)?;
-        let th = crate::kernels::f32_slice_mut(s1, l1, "sgd_descend")?;
-        if th.len() != b.len() {
-            candle_core::bail!("sgd_descend: {} / {} values", th.len(), b.len());
-        }
-        let lr = self.lr;
-        let chunk = crate::kernels::ELEMWISE_CHUNK;
-        th.par_chunks_mut(chunk)
-            .zip(b.par_chunks(chunk))
-            .for_each(|(th, b)| th.iter_mut().zip(b).for_each(|(t, &b)| *t -= b * lr + 0.0));
         Ok(())
     }
 }
