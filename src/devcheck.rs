@@ -34,6 +34,16 @@ impl Check {
     }
 }
 
+/// `max|a − b|` over paired elements in f32, a NaN difference counting as infinite (`f32::max`
+/// alone would skip it: an element a kernel never wrote is NaN in debug builds). The tests'
+/// comparisons.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        m.max(if d.is_nan() { f32::INFINITY } else { d })
+    })
+}
+
 /// `max|a − b| / max|b|` over all elements, on the host.
 pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
     let a = a.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;

@@ -53,10 +53,7 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert_eq!(a.len(), b.len());
     let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
-    a.iter().zip(&b).fold(0f32, |m, (x, y)| {
-        let d = (x - y).abs();
-        m.max(if d.is_nan() { f32::INFINITY } else { d })
-    }) / scale
+    moco_harness::devcheck::max_abs_diff(&a, &b) / scale
 }
 
 fn assert_store(store: &ParamStore, ck: &Checkpoint, prefix: &str) {

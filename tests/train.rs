@@ -112,10 +112,7 @@ fn init_from_checkpoint_loads_weights_and_queue() {
     let w = |ck: &Checkpoint| ck.tensors["encoder_q.layer1.0.conv1.weight"].clone();
     match (w(&src), w(&dst)) {
         (moco_harness::io::checkpoint::HostTensor::F32(_, x), moco_harness::io::checkpoint::HostTensor::F32(_, y)) => {
-            let d = x.iter().zip(&y).fold(0f32, |m, (a, b)| {
-                let d = (a - b).abs();
-                m.max(if d.is_nan() { f32::INFINITY } else { d })
-            });
+            let d = moco_harness::devcheck::max_abs_diff(&x, &y);
             assert!(d < 1e-6, "weights not loaded from --init ({d})");
         }
         _ => panic!("f32 expected"),

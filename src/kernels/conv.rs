@@ -1086,11 +1086,7 @@ mod tests {
         let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        // A NaN (an element a kernel never wrote, in debug builds) is an infinite error.
-        a.iter().zip(&b).fold(0f32, |m, (x, y)| {
-            let d = (x - y).abs();
-            m.max(if d.is_nan() { f32::INFINITY } else { d })
-        }) / scale
+        crate::devcheck::max_abs_diff(&a, &b) / scale
     }
 
     /// Forward and both gradients against candle's own conv2d, odd sizes and stride 2.

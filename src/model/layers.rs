@@ -273,12 +273,7 @@ mod tests {
     fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        // A NaN (an element a kernel never wrote, in debug builds) is an infinite error:
-        // `f32::max` alone would skip it.
-        a.iter().zip(&b).fold(0f32, |m, (x, y)| {
-            let d = (x - y).abs();
-            m.max(if d.is_nan() { f32::INFINITY } else { d })
-        })
+        crate::devcheck::max_abs_diff(&a, &b)
     }
 
     /// The fused CPU kernel against the composed candle ops: output, statistics and the three
