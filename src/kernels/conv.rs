@@ -124,12 +124,6 @@ impl ShiftedSpan {
     }
 }
 
-/// Channel and [`ShiftedSpan`] of tap `j` (weight order `(c, ky, kx)`).
-fn shifted_span(g: &ConvGeom, j: usize, oy0: usize, oy1: usize) -> (usize, ShiftedSpan) {
-    let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
-    (c, shifted_span_at(g, ky, kx, oy0, oy1))
-}
-
 /// The [`ShiftedSpan`] of the taps `(·, ky, kx)` (the same for every channel).
 fn shifted_span_at(g: &ConvGeom, ky: usize, kx: usize, oy0: usize, oy1: usize) -> ShiftedSpan {
     let (w, hw) = (g.w as isize, (g.h * g.w) as isize);
@@ -203,25 +197,36 @@ fn im2col_rows(x: &[f32], g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usi
 /// hold 2–16 images, runs of 16–64 floats each), taps walked without divisions.
 #[allow(clippy::too_many_arguments)]
 fn im2col_runs(x: &[f32], nb: usize, g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usize, cols: &mut [f32], ld: usize) {
-    let (k, hw) = (g.k, g.h * g.w);
+    let hw = g.h * g.w;
     let (chw, band) = (g.c * hw, (oy1 - oy0) * g.w);
     let t0 = taps.start;
     debug_assert!(nb <= 1 || ld >= nb * band, "im2col_runs: images' columns overlap");
+    for_each_tap_run(g, taps, oy0, oy1, |j, c, span, edges| {
+        for b in 0..nb {
+            let d = &mut cols[(j - t0) * ld + b * band..][..band];
+            d[..span.dst.start].fill(0.0);
+            d[span.dst.end..].fill(0.0);
+            d[span.dst.clone()].copy_from_slice(&x[b * chw + c * hw..][span.src.clone()]);
+            for &i in edges {
+                d[i] = 0.0;
+            }
+        }
+    });
+}
+
+/// The taps `taps` of a [`same_width`] convolution in order, `f(j, c, span, edges)`: each with
+/// its channel, its [`ShiftedSpan`] over output rows `[oy0, oy1)` and the indices of its
+/// wrapped edge entries, worked out once per tap whatever the number of images (im2col and
+/// col2im of a block), taps walked without divisions.
+fn for_each_tap_run(g: &ConvGeom, taps: Range<usize>, oy0: usize, oy1: usize, mut f: impl FnMut(usize, usize, &ShiftedSpan, &[usize])) {
+    let (k, t0) = (g.k, taps.start);
     let (mut c, mut ky, mut kx) = (t0 / (k * k), (t0 / k) % k, t0 % k);
     let mut edges = Vec::new();
     for j in taps {
         let span = shifted_span_at(g, ky, kx, oy0, oy1);
         edges.clear();
         span.for_each_edge(|i| edges.push(i));
-        for b in 0..nb {
-            let d = &mut cols[(j - t0) * ld + b * band..][..band];
-            d[..span.dst.start].fill(0.0);
-            d[span.dst.end..].fill(0.0);
-            d[span.dst.clone()].copy_from_slice(&x[b * chw + c * hw..][span.src.clone()]);
-            for &i in &edges {
-                d[i] = 0.0;
-            }
-        }
+        f(j, c, &span, &edges);
         kx += 1;
         if kx == k {
             (kx, ky) = (0, ky + 1);
@@ -239,18 +244,7 @@ fn col2im_rows(cols: &mut [f32], g: &ConvGeom, oy0: usize, oy1: usize, gx: &mut 
     let wo = g.wo();
     let hw = g.h * g.w;
     if same_width(g) {
-        for j in 0..g.row_len() {
-            let (c, span) = shifted_span(g, j, oy0, oy1);
-            let row = &mut cols[j * ld..];
-            // The span also covers the row-edge entries a shifted tap wraps onto (the next or
-            // previous row's pixel): they belong to the padding, so drop them (the columns
-            // are scratch) and add the span in one run.
-            span.for_each_edge(|i| row[i] = 0.0);
-            for (dv, sv) in gx[c * hw..][span.src.clone()].iter_mut().zip(&row[span.dst.clone()]) {
-                *dv += sv;
-            }
-        }
-        return;
+        return col2im_runs(cols, 1, g, oy0, oy1, gx, ld);
     }
     for j in 0..g.row_len() {
         let (c, ky, kx) = (j / (g.k * g.k), (j / g.k) % g.k, j % g.k);
@@ -273,6 +267,29 @@ fn col2im_rows(cols: &mut [f32], g: &ConvGeom, oy0: usize, oy1: usize, gx: &mut 
             }
         }
     }
+}
+
+/// [`col2im_rows`] of a [`same_width`] convolution for `nb` images at once (image `b`'s columns
+/// at `cols[b·band..]`, its gradient at `gx[b·C·H·W..]`), each tap's run worked out once.
+#[allow(clippy::too_many_arguments)]
+fn col2im_runs(cols: &mut [f32], nb: usize, g: &ConvGeom, oy0: usize, oy1: usize, gx: &mut [f32], ld: usize) {
+    let hw = g.h * g.w;
+    let (chw, band) = (g.c * hw, (oy1 - oy0) * g.w);
+    debug_assert!(nb <= 1 || ld >= nb * band, "col2im_runs: images' columns overlap");
+    for_each_tap_run(g, 0..g.row_len(), oy0, oy1, |j, c, span, edges| {
+        for b in 0..nb {
+            let row = &mut cols[j * ld + b * band..];
+            // The span also covers the row-edge entries a shifted tap wraps onto (the next or
+            // previous row's pixel): they belong to the padding, so drop them (the columns
+            // are scratch) and add the span in one run.
+            for &i in edges {
+                row[i] = 0.0;
+            }
+            for (dv, sv) in gx[b * chw + c * hw..][span.src.clone()].iter_mut().zip(&row[span.dst.clone()]) {
+                *dv += sv;
+            }
+        }
+    });
 }
 
 /// A 1×1, stride-1, unpadded convolution reads the image itself as its column matrix.
@@ -743,8 +760,12 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
                 } else {
                     sgemm_ld(rl, ncols, cout, gcols, ncols, false, &wt, (cout, 1), gyb, (gld, 1));
                     let band = (oy1 - oy0) * wo;
-                    for j in 0..nb {
-                        col2im_rows(&mut gcols[j * band..], &g, oy0, oy1, &mut gxb[j * chw..(j + 1) * chw], ncols);
+                    if same_width(&g) {
+                        col2im_runs(gcols, nb, &g, oy0, oy1, &mut gxb[..nb * chw], ncols);
+                    } else {
+                        for j in 0..nb {
+                            col2im_rows(&mut gcols[j * band..], &g, oy0, oy1, &mut gxb[j * chw..(j + 1) * chw], ncols);
+                        }
                     }
                 }
             }
