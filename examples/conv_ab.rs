@@ -9,7 +9,10 @@
 //!         # the 8×32 kernel for the implicit forward / grad-input (both: + 3,000,000)
 //!     cargo run --release --example conv_ab -- 4000128 128
 //!         # + 4,000,000: im2col / col2im row by row (no shifted runs for same-width layers)
+//!     cargo run --release --example conv_ab -- 8000128 128
+//!         # + 8,000,000: no Winograd (3×3 stride-1 forwards and grad-inputs as implicit GEMMs)
 use moco_harness::kernels::conv::{parts, set_implicit_gw, set_shifted_runs, set_target_cols, set_wide_fwd, ConvGeom};
+use moco_harness::kernels::winograd::set_winograd;
 use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -43,6 +46,7 @@ fn main() {
             set_implicit_gw((t / 1_000_000) & 1 == 0);
             set_wide_fwd((t / 1_000_000) & 2 == 0);
             set_shifted_runs((t / 1_000_000) & 4 == 0);
+            set_winograd((t / 1_000_000) & 8 == 0);
             let t = t % 1_000_000;
             set_target_cols(t % 10000, if t >= 10000 { t / 10000 * 64 } else { 256 });
             for (li, &(c, co, side, k, s, p)) in shapes.iter().enumerate() {

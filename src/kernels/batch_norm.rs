@@ -412,3 +412,36 @@ fn bn_train_op(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f
     let s = stats.lock().unwrap().clone();
     Ok((y, s))
 }
+
+/// The CPU passes on plain slices, for `examples/bn_probe.rs`.
+#[doc(hidden)]
+pub mod parts {
+    use super::*;
+    /// Forward: `y` and the group statistics.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        r: Option<&[f32]>,
+        d: (usize, usize, usize),
+        g: usize,
+        relu: bool,
+    ) -> (Vec<f32>, GroupStats) {
+        bn_fwd(x, w, b, r, d, g, 1e-5, relu).expect("valid shapes")
+    }
+    /// Backward: `dx`, `dw`, `db`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward(
+        x: &[f32],
+        dy: &[f32],
+        w: &[f32],
+        b: &[f32],
+        s: &GroupStats,
+        d: (usize, usize, usize),
+        g: usize,
+        relu: bool,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        bn_bwd(x, dy, w, b, s, d, g, 1e-5, relu)
+    }
+}

@@ -22,6 +22,7 @@
 
 use super::f32_slice;
 use super::packed::{self, BSource, NoPack, PackedA, NR, WR, WV};
+use super::winograd;
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::ops::Range;
@@ -669,26 +670,27 @@ fn implicit_fwd(g: &ConvGeom) -> bool {
 }
 
 /// The grad-input of a stride-1 convolution is itself a stride-1 convolution of `gY` with the
-/// flipped, transposed weight and padding `k − 1 − pad`: its geometry, when that runs as an
-/// implicit GEMM (no col2im then either).
-fn implicit_grad_input(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
-    (g.stride == 1 && g.pad < g.k)
-        .then(|| ConvGeom {
-            n: g.n,
-            c: cout,
-            h: g.ho(),
-            w: g.wo(),
-            k: g.k,
-            stride: 1,
-            pad: g.k - 1 - g.pad,
-        })
-        .filter(implicit_fwd)
+/// flipped, transposed weight and padding `k − 1 − pad`: its geometry (it then runs as a
+/// Winograd or implicit-GEMM forward, with no col2im).
+fn grad_input_as_conv(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
+    (g.stride == 1 && g.pad < g.k).then(|| ConvGeom {
+        n: g.n,
+        c: cout,
+        h: g.ho(),
+        w: g.wo(),
+        k: g.k,
+        stride: 1,
+        pad: g.k - 1 - g.pad,
+    })
 }
 
 /// Forward: per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) · cols`, written
 /// straight into NCHW for a single image (a band of rows is a column range of `Y_i`, rows
 /// `Ho·Wo` apart), through a block buffer for several.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    if winograd::applies(&g) {
+        return winograd::conv3x3(x, w, g, cout);
+    }
     if implicit_fwd(&g) {
         return conv_implicit(x, w, g, cout);
     }
@@ -724,7 +726,8 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 /// transposed, `examples/gemm_probe.rs`), then col2im image by image; a pointwise image's
 /// gradient is the product itself. Images are independent, so any split gives the same bits.
 fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    if let Some(gt) = implicit_grad_input(&g, cout) {
+    let as_conv = grad_input_as_conv(&g, cout);
+    if let Some(gt) = as_conv.filter(|gt| winograd::applies(gt) || implicit_fwd(gt)) {
         // W′ (C, Cout·k·k): W′[c][o, ky, kx] = W[o][c][k−1−ky][k−1−kx].
         let (k, kk2) = (g.k, g.k * g.k);
         let mut wf = vec![0f32; g.c * cout * kk2];
@@ -734,6 +737,9 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
                     wf[(c * cout + o) * kk2 + t] = w[(o * g.c + c) * kk2 + (k - 1 - t / k) * k + (k - 1 - t % k)];
                 }
             }
+        }
+        if winograd::applies(&gt) {
+            return winograd::conv3x3(gy, &wf, gt, g.c);
         }
         return conv_implicit(gy, &wf, gt, g.c);
     }

@@ -13,6 +13,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod infonce;
 pub mod packed;
+pub mod winograd;
 
 use candle_core::{CpuStorage, Device, Layout, Result, Tensor};
 use rayon::prelude::*;

@@ -58,6 +58,31 @@ impl PackedA {
         Self { data, m, k, mpad }
     }
 
+    /// An all-zero packing of an `(m, k)` matrix, to be filled at [`Self::slot`]s through
+    /// [`Self::data_mut`] (a producer that makes several matrices at once writes each value
+    /// once, where [`Self::new`] would copy a finished matrix).
+    pub fn zeroed(m: usize, k: usize) -> Self {
+        let mpad = m.next_multiple_of(MR);
+        Self {
+            data: vec![0f32; mpad * k],
+            m,
+            k,
+            mpad,
+        }
+    }
+
+    /// Where element `(r, kk)` lives in the packed data (the layout [`Self::new`] writes).
+    pub fn slot(&self, r: usize, kk: usize) -> usize {
+        let k0 = kk / KC * KC;
+        let kl = KC.min(self.k - k0);
+        k0 * self.mpad + (r / MR) * MR * kl + (kk - k0) * MR + r % MR
+    }
+
+    /// The packed data, to fill at [`Self::slot`]s.
+    pub fn data_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
     /// Rows.
     pub fn m(&self) -> usize {
         self.m

@@ -1,0 +1,507 @@
+//! 3×3 stride-1 padding-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin &
+//! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016; cuDNN's and NNPACK's
+//! `WINOGRAD` algorithm): every 2×2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A` of its 4×4
+//! input patch `d`, so a tile costs 16 multiplies per (input, output) channel pair instead of
+//! 36 — the product is 16 independent GEMMs, `M[ξ] (Cout × tiles) = U[ξ] (Cout × C) · V[ξ]
+//! (C × tiles)`, one per point ξ of the 4×4 transformed tile, 2.25x fewer FLOPs than the
+//! direct convolution.
+//!
+//! ```text
+//! Bᵀ = [1  0 −1  0]     G = [1    0    0 ]     Aᵀ = [1 1  1  0]
+//!      [0  1  1  0]         [½    ½    ½ ]          [0 1 −1 −1]
+//!      [0 −1  1  0]         [½   −½    ½ ]
+//!      [0  1  0 −1]         [0    0    1 ]
+//! ```
+//!
+//! Work goes by blocks of whole tile rows (a few hundred tiles, chosen so a block's `V` and `M`
+//! stay near L2): the input transform writes `V` tile-contiguous per (ξ, channel), the 16
+//! products run on [`packed::gemm`]'s 8×32 tile with `V`'s rows read in place (aligned), and the
+//! output transform writes NCHW. Both transforms are adds only and run along a row of tiles.
+//! The rounding differs from the direct sum (the transforms add before multiplying; `G`'s
+//! halves are exact): relative differences ~1e-6, as with cuDNN's Winograd.
+//! The training step's forwards and grad-inputs of 3×3 stride-1 layers run here.
+
+use super::conv::ConvGeom;
+use super::packed::{self, BSource, NoPack, PackedA, MR, NR};
+use super::SendPtr;
+use rayon::prelude::*;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static ON: AtomicBool = AtomicBool::new(true);
+
+/// Turn the Winograd path off (the implicit GEMM then runs), process-wide, for
+/// `examples/conv_ab.rs` and the tests that compare both. Benchmarks only.
+#[doc(hidden)]
+pub fn set_winograd(on: bool) {
+    ON.store(on, Ordering::Relaxed);
+}
+
+/// Whether a convolution runs here: 3×3, stride 1, padding 1 (output = input size), with the
+/// AVX-512 microkernel (the portable one is exact but scalar).
+pub(crate) fn applies(g: &ConvGeom) -> bool {
+    ON.load(Ordering::Relaxed)
+        && packed::has_fast_kernel()
+        && (g.k, g.stride, g.pad) == (3, 1, 1)
+        && g.n > 0
+        && g.c > 0
+        && g.h * g.w >= MIN_PLANE
+}
+
+/// Smaller planes stay on the implicit GEMM: at 4×4 a tile row is two tiles, and the
+/// transforms and the weight's (16·C·Cout values per call) cost more than the product saves
+/// (`examples/wino_probe.rs`: 512 channels at 4×4, batch 64, 125–180 against 210–230 GFLOP/s).
+const MIN_PLANE: usize = 64;
+
+/// Transformed points per tile.
+const XI: usize = 16;
+
+/// `U[ξ] = (G g Gᵀ)[ξ]` for every (output, input) channel pair, written straight into the
+/// packed layout of [`packed::gemm`]: one `PackedA` (Cout × C) per ξ. `w` is `(Cout, C, 3, 3)`.
+/// One task per panel of [`MR`] output channels, so no two tasks write the same cache line.
+fn transform_weights(w: &[f32], cout: usize, c: usize) -> Vec<PackedA> {
+    let mut u: Vec<PackedA> = (0..XI).map(|_| PackedA::zeroed(cout, c)).collect();
+    let ptrs: Vec<SendPtr> = u.iter_mut().map(|a| SendPtr(a.data_mut().as_mut_ptr())).collect();
+    let u0 = &u[0];
+    (0..cout.div_ceil(MR)).into_par_iter().for_each(|panel| {
+        for ci in 0..c {
+            for o in panel * MR..((panel + 1) * MR).min(cout) {
+                let g = &w[(o * c + ci) * 9..][..9];
+                // G g: rows g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2 (each 3 wide); then the same
+                // across each row.
+                let mut t = [[0f32; 3]; 4];
+                for j in 0..3 {
+                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
+                    t[0][j] = a;
+                    t[1][j] = 0.5 * (a + b + d);
+                    t[2][j] = 0.5 * (a - b + d);
+                    t[3][j] = d;
+                }
+                let at = u0.slot(o, ci);
+                for (i, r) in t.iter().enumerate() {
+                    let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
+                    for (j, v) in row.into_iter().enumerate() {
+                        // SAFETY: every ξ's packing has u0's shape, so `at` is inside it;
+                        // output channel o's slots belong to this panel's task alone.
+                        unsafe { *ptrs[4 * i + j].0.add(at) = v };
+                    }
+                }
+            }
+        }
+    });
+    u
+}
+
+/// `V[ξ][tx]` (rows `vrow` apart from `v`) `= (Bᵀ d B)[ξ]` for the tiles of tile row `ty` of
+/// one channel plane `x` (`h × w`, `tw` tiles a row): the four input rows `2ty − 1 …` (zero
+/// outside), padded column `p` = input column `p − 1`. Portable; [`avx512::input_row`] is the
+/// fast one.
+/// # Safety
+/// `v + ξ·vrow + tx` is writable for ξ < 16, tx < tw.
+unsafe fn input_row(x: &[f32], h: usize, w: usize, ty: usize, tw: usize, v: *mut f32, vrow: usize) {
+    let at = |i: usize, p: usize| {
+        let (y, xc) = ((2 * ty + i).wrapping_sub(1), p.wrapping_sub(1));
+        if y < h && xc < w {
+            x[y * w + xc]
+        } else {
+            0.0
+        }
+    };
+    for tx in 0..tw {
+        // Bᵀ d down the columns of the tile's 4×4 patch, then across each resulting row.
+        let bt = |d: [f32; 4]| [d[0] - d[2], d[1] + d[2], d[2] - d[1], d[1] - d[3]];
+        let cols: [[f32; 4]; 4] = std::array::from_fn(|j| bt(std::array::from_fn(|i| at(i, 2 * tx + j))));
+        for i in 0..4 {
+            let u = bt(cols.map(|col| col[i]));
+            for (j, val) in u.into_iter().enumerate() {
+                *v.add((4 * i + j) * vrow + tx) = val;
+            }
+        }
+    }
+}
+
+/// The output tiles of one tile row from `M[ξ][tx]` (rows `mrow` apart from `m`): `Aᵀ m A`,
+/// into output rows `2ty`, `2ty + 1` of the channel plane `y` (`ho × wo`, clipped at odd
+/// edges). Portable; [`avx512::output_row`] is the fast one.
+///
+/// # Safety
+/// `y` is a `ho × wo` plane whose rows `2ty`, `2ty + 1` the caller alone writes; `m + ξ·mrow
+/// + tx` is readable for ξ < 16, tx < tw.
+unsafe fn output_row(m: *const f32, mrow: usize, tw: usize, ty: usize, ho: usize, wo: usize, y: *mut f32) {
+    for tx in 0..tw {
+        let mm = |xi: usize| *m.add(xi * mrow + tx);
+        // Aᵀ m: rows s0 = m0 + m1 + m2, s1 = m1 − m2 − m3; then the same across the columns.
+        let s: [[f32; 4]; 2] = [
+            std::array::from_fn(|j| mm(j) + mm(4 + j) + mm(8 + j)),
+            std::array::from_fn(|j| mm(4 + j) - mm(8 + j) - mm(12 + j)),
+        ];
+        for (a, r) in s.iter().enumerate() {
+            let (oy, ox) = (2 * ty + a, 2 * tx);
+            for (b, val) in [r[0] + r[1] + r[2], r[1] - r[2] - r[3]].into_iter().enumerate() {
+                if oy < ho && ox + b < wo {
+                    *y.add(oy * wo + ox + b) = val;
+                }
+            }
+        }
+    }
+}
+
+/// The transforms on 16 tiles at a time: masked loads do the padding, permutes split even
+/// and odd columns (input) and interleave them (output), so no scratch row is written and
+/// read back (a 16-wide load of a row just stored at a one-float shift stalls on store
+/// forwarding: `perf` put 16% of the layer on one such load).
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// Lanes `lo..hi` set (empty when `hi ≤ lo`).
+    #[inline(always)]
+    fn lanes(lo: isize, hi: isize) -> __mmask16 {
+        let (lo, hi) = (lo.clamp(0, 16), hi.clamp(0, 16));
+        if hi <= lo {
+            0
+        } else {
+            (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+        }
+    }
+
+    /// The 16 lanes `f(0..16)` as an index vector.
+    #[inline(always)]
+    unsafe fn idx(f: impl Fn(i32) -> i32) -> __m512i {
+        let mut v = [0i32; 16];
+        for (l, x) in v.iter_mut().enumerate() {
+            *x = f(l as i32);
+        }
+        _mm512_loadu_si512(v.as_ptr().cast())
+    }
+
+    /// [`super::input_row`].
+    ///
+    /// # Safety
+    /// As [`super::input_row`]; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn input_row(x: &[f32], h: usize, w: usize, ty: usize, tw: usize, v: *mut f32, vrow: usize) {
+        let mut rows: [Option<*const f32>; 4] = [None; 4];
+        for (i, r) in rows.iter_mut().enumerate() {
+            let y = (2 * ty + i).wrapping_sub(1);
+            *r = (y < h).then(|| x[y * w..][..w].as_ptr());
+        }
+        // Even / odd padded columns of the 32 loaded ones, and the same shifted by one tile
+        // (lane 15 of the shifted pair comes from the third load).
+        let (ie0, io0) = (idx(|l| 2 * l), idx(|l| 2 * l + 1));
+        let (ie1, io1) = (idx(|l| (2 * l + 2).min(31)), idx(|l| (2 * l + 3).min(31)));
+        let (c0, c1) = (_mm512_set1_epi32(0), _mm512_set1_epi32(1));
+        for tx0 in (0..tw).step_by(16) {
+            let store = lanes(0, (tw - tx0) as isize);
+            // Padded columns q = 0..34 of this chunk are input columns xs + q.
+            let xs = 2 * tx0 as isize - 1;
+            let seg = |r: Option<*const f32>, q0: isize, len: isize| match r {
+                Some(r) => {
+                    let s = xs + q0;
+                    // SAFETY: only the lanes inside the row (0 ≤ s + l < w) are read.
+                    unsafe { _mm512_maskz_loadu_ps(lanes(-s, (w as isize - s).min(len)), r.wrapping_offset(s)) }
+                }
+                None => _mm512_setzero_ps(),
+            };
+            let d = rows.map(|r| [seg(r, 0, 16), seg(r, 16, 16), seg(r, 32, 2)]);
+            // Bᵀ d down the columns: d0 − d2, d1 + d2, d2 − d1, d1 − d3 (each of the 3 loads).
+            let op = |f: unsafe fn(__m512, __m512) -> __m512, a: [__m512; 3], b: [__m512; 3]| {
+                // SAFETY: f is an AVX-512F intrinsic, and the CPU has AVX-512F.
+                [0, 1, 2].map(|k| unsafe { f(a[k], b[k]) })
+            };
+            let t = [
+                op(_mm512_sub_ps, d[0], d[2]),
+                op(_mm512_add_ps, d[1], d[2]),
+                op(_mm512_sub_ps, d[2], d[1]),
+                op(_mm512_sub_ps, d[1], d[3]),
+            ];
+            for (i, t) in t.iter().enumerate() {
+                let e0 = _mm512_permutex2var_ps(t[0], ie0, t[1]);
+                let o0 = _mm512_permutex2var_ps(t[0], io0, t[1]);
+                let e1 = _mm512_mask_permutexvar_ps(_mm512_permutex2var_ps(t[0], ie1, t[1]), 1 << 15, c0, t[2]);
+                let o1 = _mm512_mask_permutexvar_ps(_mm512_permutex2var_ps(t[0], io1, t[1]), 1 << 15, c1, t[2]);
+                let out = [
+                    _mm512_sub_ps(e0, e1),
+                    _mm512_add_ps(o0, e1),
+                    _mm512_sub_ps(e1, o0),
+                    _mm512_sub_ps(o0, o1),
+                ];
+                for (j, val) in out.into_iter().enumerate() {
+                    _mm512_mask_storeu_ps(v.add((4 * i + j) * vrow + tx0), store, val);
+                }
+            }
+        }
+    }
+
+    /// [`super::output_row`].
+    ///
+    /// # Safety
+    /// As [`super::output_row`]; the CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn output_row(m: *const f32, mrow: usize, tw: usize, ty: usize, ho: usize, wo: usize, y: *mut f32) {
+        let (lo, hi) = (idx(|l| (l / 2) + 16 * (l % 2)), idx(|l| 8 + (l / 2) + 16 * (l % 2)));
+        for tx0 in (0..tw).step_by(16) {
+            let load = lanes(0, (tw - tx0) as isize);
+            let mut mm = [_mm512_setzero_ps(); 16];
+            for (xi, v) in mm.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(load, m.add(xi * mrow + tx0));
+            }
+            let mut s = [[_mm512_setzero_ps(); 4]; 2];
+            for j in 0..4 {
+                s[0][j] = _mm512_add_ps(_mm512_add_ps(mm[j], mm[4 + j]), mm[8 + j]);
+                s[1][j] = _mm512_sub_ps(_mm512_sub_ps(mm[4 + j], mm[8 + j]), mm[12 + j]);
+            }
+            for (a, r) in s.iter().enumerate() {
+                let oy = 2 * ty + a;
+                if oy >= ho {
+                    continue;
+                }
+                let ev = _mm512_add_ps(_mm512_add_ps(r[0], r[1]), r[2]);
+                let od = _mm512_sub_ps(_mm512_sub_ps(r[1], r[2]), r[3]);
+                let n = (wo - 2 * tx0) as isize; // output columns left in this row
+                let dst = y.add(oy * wo + 2 * tx0);
+                _mm512_mask_storeu_ps(dst, lanes(0, n), _mm512_permutex2var_ps(ev, lo, od));
+                _mm512_mask_storeu_ps(dst.add(16), lanes(0, n - 16), _mm512_permutex2var_ps(ev, hi, od));
+            }
+        }
+    }
+}
+
+/// A block of tile rows of a convolution's tiles.
+struct Block {
+    /// Plane height and width.
+    h: usize,
+    w: usize,
+    /// Tile rows per image, tiles per row.
+    th: usize,
+    tw: usize,
+    /// The block's tile rows (over all images: row `r` is image `r / th`, tile row `r % th`).
+    rows: std::ops::Range<usize>,
+    /// Distance between `V` / `M` rows: the block's tiles rounded up to whole panels, plus
+    /// one cache line when that is a multiple of 128 floats (rows 512 bytes apart crowd a
+    /// few L1 sets: `perf` put the microkernel's stall on its `B` loads).
+    ld: usize,
+}
+
+/// Channels `chans` of `x (N, C, H, W)` into the block's `V (16·C rows, ld apart)`.
+///
+/// # Safety
+/// `v` holds `16·C·ld` floats, and no other thread writes these channels' rows.
+unsafe fn input_block(x: &[f32], c: usize, chans: Range<usize>, blk: &Block, v: *mut f32, fast: bool) {
+    let (h, w, th, tw, ld) = (blk.h, blk.w, blk.th, blk.tw, blk.ld);
+    assert!(blk.rows.len() * tw <= ld && chans.end <= c, "winograd: V too small");
+    let plane = h * w;
+    for ci in chans {
+        for r in blk.rows.clone() {
+            let (img, ty) = (r / th, r % th);
+            let xp = &x[(img * c + ci) * plane..][..plane];
+            let vr = v.add(ci * ld + (r - blk.rows.start) * tw);
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                avx512::input_row(xp, h, w, ty, tw, vr, c * ld);
+                continue;
+            }
+            let _ = fast;
+            input_row(xp, h, w, ty, tw, vr, c * ld);
+        }
+    }
+}
+
+/// Output channels `outs` of the block's `M (16·Cout rows, ld apart)` into `y (N, Cout, H, W)`.
+///
+/// # Safety
+/// `y` holds `N·Cout·H·W` floats, and no other thread writes these channels of this block's
+/// tile rows.
+unsafe fn output_block(m: &[f32], cout: usize, outs: Range<usize>, blk: &Block, y: *mut f32, fast: bool) {
+    let (h, w, th, tw, ld) = (blk.h, blk.w, blk.th, blk.tw, blk.ld);
+    assert!(
+        m.len() >= XI * cout * ld && blk.rows.len() * tw <= ld && outs.end <= cout,
+        "winograd: M too small"
+    );
+    let plane = h * w;
+    for o in outs {
+        for r in blk.rows.clone() {
+            let (img, ty) = (r / th, r % th);
+            let yo = y.add((img * cout + o) * plane);
+            let mr = m.as_ptr().add(o * ld + (r - blk.rows.start) * tw);
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                avx512::output_row(mr, cout * ld, tw, ty, h, w, yo);
+                continue;
+            }
+            output_row(mr, cout * ld, tw, ty, h, w, yo);
+        }
+    }
+}
+
+/// The 16 products of a block: `M[ξ] (Cout × tp, rows ld apart) = U[ξ] · V[ξ]`.
+fn products(u: &PackedA, v: &[f32], c: usize, ld: usize, tp: usize, offs: &[usize], m: &mut [f32]) {
+    packed::gemm::<NoPack>(u, tp, m, ld, false, BSource::Rows { base: &v[..c * ld], offs });
+}
+
+/// Tiles per block: `V` and `M` (16 rows of `tiles` per channel each) near 1 MB, 32..512.
+fn target_tiles(c: usize, cout: usize) -> usize {
+    let _ = (c, cout);
+    std::env::var("WINO_TILES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
+}
+
+/// `y = conv(x, w)` for `x (N, C, H, W)`, `w (Cout, C, 3, 3)`, stride 1, padding 1 (see the
+/// module docs); `y (N, Cout, H, W)`.
+pub(crate) fn conv3x3(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    conv3x3_with(x, w, g, cout, packed::has_fast_kernel())
+}
+
+/// [`conv3x3`] with the transforms' AVX-512 versions (`fast`, needs AVX-512F) or portable ones.
+fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool) -> Vec<f32> {
+    debug_assert!(g.k == 3 && g.stride == 1 && g.pad == 1);
+    let (n, c, h, wd) = (g.n, g.c, g.h, g.w);
+    assert_eq!(x.len(), n * c * h * wd, "winograd: input size");
+    assert_eq!(w.len(), cout * c * 9, "winograd: weight size");
+    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
+    let rows = n * th;
+    let mut rb = (target_tiles(c, cout) / tw).max(1);
+    // Too few blocks to share between the threads (the deep layers' small planes): one block
+    // of everything, each of its three stages split between the threads instead.
+    let whole = rows.div_ceil(rb) < 2 * rayon::current_num_threads();
+    if whole {
+        rb = rows;
+    }
+    let tp = (rb * tw).next_multiple_of(NR);
+    let ld = if tp.is_multiple_of(128) { tp + 16 } else { tp };
+    let u = transform_weights(w, cout, c);
+    let plane = h * wd;
+    // SAFETY: the blocks cover every tile row of every image, and each tile row's output
+    // transform writes output rows 2ty and 2ty + 1 (when inside) of every output channel.
+    let mut y = unsafe { super::unwritten(n * cout * plane) };
+    let yp = SendPtr(y.as_mut_ptr());
+    let offs: Vec<usize> = (0..c).map(|ci| ci * ld).collect();
+    let block = |b: usize| Block {
+        h,
+        w: wd,
+        th,
+        tw,
+        rows: b * rb..((b + 1) * rb).min(rows),
+        ld,
+    };
+    // V (16·C rows, ld apart) 64-byte aligned: the kernel's B loads stay on lines.
+    let new_v = || packed::aligned_zeros(XI * c * ld);
+    if whole {
+        let blk = block(0);
+        let (mut v, v0) = new_v();
+        let vp = SendPtr(v[v0..].as_mut_ptr());
+        (0..c).into_par_iter().for_each(|ci| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
+            let vp = vp;
+            // SAFETY: v holds 16·C·ld floats from v0; channel ci's rows are this task's.
+            unsafe { input_block(x, c, ci..ci + 1, &blk, vp.0, fast) }
+        });
+        let v = &v[v0..v0 + XI * c * ld];
+        let mut m = vec![0f32; XI * cout * ld];
+        m.par_chunks_mut(cout * ld).zip(&u).enumerate().for_each(|(xi, (mx, ux))| {
+            products(ux, &v[xi * c * ld..], c, ld, tp, &offs, mx);
+        });
+        (0..cout).into_par_iter().for_each(|o| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
+            let yp = yp;
+            // SAFETY: y holds N·Cout·H·W floats; output channel o is this task's.
+            unsafe { output_block(&m, cout, o..o + 1, &blk, yp.0, fast) }
+        });
+        return y;
+    }
+    (0..rows.div_ceil(rb)).into_par_iter().for_each_init(
+        || (new_v(), vec![0f32; XI * cout * ld]),
+        |((v, v0), m), b| {
+            #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
+            let yp = yp;
+            let blk = block(b);
+            let v = &mut v[*v0..*v0 + XI * c * ld];
+            // SAFETY: v holds 16·C·ld floats and is this task's.
+            unsafe { input_block(x, c, 0..c, &blk, v.as_mut_ptr(), fast) };
+            for (xi, ux) in u.iter().enumerate() {
+                products(ux, &v[xi * c * ld..], c, ld, tp, &offs, &mut m[xi * cout * ld..][..cout * ld]);
+            }
+            // SAFETY: y holds N·Cout·H·W floats; only this block writes its tile rows.
+            unsafe { output_block(m, cout, 0..cout, &blk, yp.0, fast) };
+        },
+    );
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devcheck::max_abs_diff;
+
+    /// The direct convolution in f64.
+    fn reference(x: &[f32], w: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
+        let (h, wd, c) = (g.h as isize, g.w as isize, g.c);
+        let mut y = vec![0f64; g.n * cout * g.h * g.w];
+        for i in 0..g.n {
+            for o in 0..cout {
+                for oy in 0..h {
+                    for ox in 0..wd {
+                        let mut s = 0f64;
+                        for ci in 0..c {
+                            for ky in 0..3isize {
+                                for kx in 0..3isize {
+                                    let (iy, ix) = (oy + ky - 1, ox + kx - 1);
+                                    if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                                        let xv = x[((i * c + ci) * g.h + iy as usize) * g.w + ix as usize] as f64;
+                                        s += xv * w[((o * c + ci) * 3 + ky as usize) * 3 + kx as usize] as f64;
+                                    }
+                                }
+                            }
+                        }
+                        y[((i * cout + o) * g.h + oy as usize) * g.w + ox as usize] = s;
+                    }
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn matches_the_direct_convolution_on_odd_and_even_shapes() {
+        let mut seed = 7u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        // (n, c, h, w, cout): odd and even sides, 1-pixel planes, ragged channel counts, tile
+        // rows spanning images, several blocks.
+        for &(n, c, h, w, cout) in &[
+            (1, 1, 1, 1, 1),
+            (2, 3, 5, 7, 5),
+            (3, 5, 4, 4, 8),
+            (2, 16, 9, 6, 13),
+            (4, 64, 8, 8, 64),
+            (2, 8, 33, 31, 16),
+            (9, 24, 4, 4, 40),
+        ] {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                k: 3,
+                stride: 1,
+                pad: 1,
+            };
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rnd()).collect();
+            let wt: Vec<f32> = (0..cout * c * 9).map(|_| rnd()).collect();
+            let r = reference(&x, &wt, &g, cout);
+            let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
+            let scale = r.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+            // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
+            for fast in [false, packed::has_fast_kernel()] {
+                let y = conv3x3_with(&x, &wt, g, cout, fast);
+                let err = max_abs_diff(&y, &r32) as f64 / scale;
+                assert!(
+                    err < 2e-6 * (c as f64 * 9.0).sqrt(),
+                    "{n}x{c}x{h}x{w} -> {cout} (fast {fast}): relative error {err:e}"
+                );
+            }
+        }
+    }
+}
