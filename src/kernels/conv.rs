@@ -816,6 +816,9 @@ const GW_TASKS: usize = 8;
 /// channels a multiple of 64: `gYᵀ` is laid out in 64-channel panels once per layer), else
 /// on the `gemm` crate. Large stride-1 planes take [`conv_grad_weight_implicit`] instead.
 fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    if winograd::applies_gw(&g) && wide_gw_applies(&g, cout) {
+        return winograd::grad_weight(x, gy, g, cout);
+    }
     if implicit_gw(&g, cout) {
         return conv_grad_weight_implicit(x, gy, g, cout);
     }
@@ -926,7 +929,16 @@ fn wide_gw_applies(g: &ConvGeom, cout: usize) -> bool {
 /// (`a[pn·pstride + q·64 + v]`), `B`'s row `r` is `kn` contiguous floats at `b[roff(r)..]`.
 /// Blocks of [`WIDE_KC`] positions: `A`'s block stays in L1 while the tiles of rows sweep it.
 #[allow(clippy::too_many_arguments)]
-fn wide_gw(acc: &mut [f32], cout: usize, rows: usize, roff: impl Fn(usize) -> usize, b: &[f32], a: &[f32], pstride: usize, kn: usize) {
+pub(crate) fn wide_gw(
+    acc: &mut [f32],
+    cout: usize,
+    rows: usize,
+    roff: impl Fn(usize) -> usize,
+    b: &[f32],
+    a: &[f32],
+    pstride: usize,
+    kn: usize,
+) {
     let panels = cout / WV;
     assert!(acc.len() >= rows * cout && a.len() >= (panels - 1) * pstride + kn * WV);
     assert!((0..rows).all(|r| roff(r) + kn <= b.len()), "wide_gw: B rows out of bounds");

@@ -22,7 +22,7 @@
 //! The training step's forwards and grad-inputs of 3×3 stride-1 layers run here.
 
 use super::conv::ConvGeom;
-use super::packed::{self, BSource, NoPack, PackedA, MR, NR};
+use super::packed::{self, BSource, NoPack, PackedA, MR, NR, WV};
 use super::SendPtr;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -46,6 +46,13 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
         && g.n > 0
         && g.c > 0
         && g.h * g.w >= MIN_PLANE
+}
+
+/// Whether a weight gradient runs here ([`grad_weight`]): as [`applies`], on planes of 16×16
+/// and more — at 8×8 (256 channels, batch 64) the 16 per-task sums `S` (4 MB each) and
+/// their reduction made it 1.7x slower than the implicit GEMM (`GW=1 wino_probe 256 8`).
+pub(crate) fn applies_gw(g: &ConvGeom) -> bool {
+    applies(g) && g.h * g.w >= 256
 }
 
 /// Smaller planes stay on the implicit GEMM: at 4×4 a tile row is two tiles, and the
@@ -340,11 +347,10 @@ fn products(u: &PackedA, v: &[f32], c: usize, ld: usize, tp: usize, offs: &[usiz
     packed::gemm::<NoPack>(u, tp, m, ld, false, BSource::Rows { base: &v[..c * ld], offs });
 }
 
-/// Tiles per block: `V` and `M` (16 rows of `tiles` per channel each) near 1 MB, 32..512.
-fn target_tiles(c: usize, cout: usize) -> usize {
-    let _ = (c, cout);
-    std::env::var("WINO_TILES").ok().and_then(|v| v.parse().ok()).unwrap_or(128)
-}
+/// Tiles per block (its `V` and `M`: 16 rows of about this many floats per input and per
+/// output channel): of 64 / 128 / 256 / 512 (`examples/wino_probe.rs`, batch 64), 128 was the
+/// fastest at 32×32 and 16×16 and 64–128 at 8×8; more leave the small planes too few blocks.
+const BLOCK_TILES: usize = 128;
 
 /// `y = conv(x, w)` for `x (N, C, H, W)`, `w (Cout, C, 3, 3)`, stride 1, padding 1 (see the
 /// module docs); `y (N, Cout, H, W)`.
@@ -360,7 +366,7 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool) -> V
     assert_eq!(w.len(), cout * c * 9, "winograd: weight size");
     let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
     let rows = n * th;
-    let mut rb = (target_tiles(c, cout) / tw).max(1);
+    let mut rb = (BLOCK_TILES / tw).max(1);
     // Too few blocks to share between the threads (the deep layers' small planes): one block
     // of everything, each of its three stages split between the threads instead.
     let whole = rows.div_ceil(rb) < 2 * rayon::current_num_threads();
@@ -428,6 +434,206 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool) -> V
     y
 }
 
+/// `Z[ξ]` of one tile, `(A gy Aᵀ)[ξ]` for its 2×2 output gradient `[g00, g01; g10, g11]`
+/// (`A = [1 0; 1 1; 1 −1; 0 −1]`).
+#[inline(always)]
+fn grad_tile(g00: f32, g01: f32, g10: f32, g11: f32) -> [f32; XI] {
+    let a = |p: f32, q: f32| [p, p + q, p - q, -q];
+    let (r0, r1) = (a(g00, g01), a(g10, g11));
+    let mut z = [0f32; XI];
+    for j in 0..4 {
+        z[j] = r0[j];
+        z[4 + j] = r0[j] + r1[j];
+        z[8 + j] = r0[j] - r1[j];
+        z[12 + j] = -r1[j];
+    }
+    z
+}
+
+/// The block's `Z[ξ]` of `gy (N, Cout, H, W)` in 64-channel panels for the wide tile:
+/// `z[ξ·zs + pn·tp·64 + t·64 + v] = Z[ξ][pn·64 + v][t]` (`zs = Cout·tp`), output channels
+/// innermost, so consecutive channels' values land side by side.
+fn grad_block(gy: &[f32], cout: usize, blk: &Block, tp: usize, z: &mut [f32], fast: bool) {
+    let (h, w, th, tw) = (blk.h, blk.w, blk.th, blk.tw);
+    let (plane, zs) = (h * w, cout * tp);
+    assert!(
+        z.len() >= XI * zs && blk.rows.len() * tw <= tp && cout.is_multiple_of(WV),
+        "winograd: Z too small"
+    );
+    for r in blk.rows.clone() {
+        let (img, ty) = (r / th, r % th);
+        let gi = &gy[img * cout * plane..][..cout * plane];
+        for tx in 0..tw {
+            let t = (r - blk.rows.start) * tw + tx;
+            let (oy, ox) = (2 * ty, 2 * tx);
+            let (dy, dx) = (oy + 1 < h, ox + 1 < w);
+            let at = oy * w + ox;
+            #[cfg(target_arch = "x86_64")]
+            if fast {
+                // SAFETY: AVX-512F is there (`fast`); the tile's pixels (dx, dy say which
+                // exist) of every channel are inside gi; z holds 16·zs floats (asserted).
+                unsafe { grad_tile_avx512(gi.as_ptr().add(at), plane, w, dx, dy, cout, z.as_mut_ptr(), zs, tp, t) };
+                continue;
+            }
+            for o in 0..cout {
+                let p = &gi[o * plane + at..];
+                let zz = grad_tile(
+                    p[0],
+                    if dx { p[1] } else { 0.0 },
+                    if dy { p[w] } else { 0.0 },
+                    if dx && dy { p[w + 1] } else { 0.0 },
+                );
+                let base = (o / WV) * tp * WV + t * WV + o % WV;
+                for (xi, v) in zz.into_iter().enumerate() {
+                    z[xi * zs + base] = v;
+                }
+            }
+        }
+    }
+}
+
+/// [`grad_block`] for one tile, 16 output channels at a time: four gathers (a plane apart)
+/// per 16 channels, 16 contiguous stores (the scalar loop's loads a plane apart and stores
+/// 4 KB-aliased per ξ made it 3x slower than the products).
+///
+/// # Safety
+/// The CPU has AVX-512F; `p` points at the tile's top-left output of channel 0 in an image's
+/// `(Cout, H, W)` gradient; `z` holds `16·zs` floats; `cout` is a multiple of 64.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn grad_tile_avx512(
+    p: *const f32,
+    plane: usize,
+    w: usize,
+    dx: bool,
+    dy: bool,
+    cout: usize,
+    z: *mut f32,
+    zs: usize,
+    tp: usize,
+    t: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut lanes = [0i32; 16];
+    for (l, v) in lanes.iter_mut().enumerate() {
+        *v = (l * plane) as i32;
+    }
+    let idx = _mm512_loadu_si512(lanes.as_ptr().cast());
+    let zero = _mm512_setzero_ps();
+    for o0 in (0..cout).step_by(16) {
+        let q = p.add(o0 * plane);
+        let g00 = _mm512_i32gather_ps::<4>(idx, q.cast());
+        let g01 = if dx { _mm512_i32gather_ps::<4>(idx, q.add(1).cast()) } else { zero };
+        let g10 = if dy { _mm512_i32gather_ps::<4>(idx, q.add(w).cast()) } else { zero };
+        let g11 = if dx && dy {
+            _mm512_i32gather_ps::<4>(idx, q.add(w + 1).cast())
+        } else {
+            zero
+        };
+        let a = |p: __m512, q: __m512| [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), _mm512_sub_ps(zero, q)];
+        let (r0, r1) = (a(g00, g01), a(g10, g11));
+        let base = z.add((o0 / WV) * tp * WV + t * WV + o0 % WV);
+        for j in 0..4 {
+            _mm512_storeu_ps(base.add(j * zs), r0[j]);
+            _mm512_storeu_ps(base.add((4 + j) * zs), _mm512_add_ps(r0[j], r1[j]));
+            _mm512_storeu_ps(base.add((8 + j) * zs), _mm512_sub_ps(r0[j], r1[j]));
+            _mm512_storeu_ps(base.add((12 + j) * zs), _mm512_sub_ps(zero, r1[j]));
+        }
+    }
+}
+
+/// Blocks' partial sums are added in this many fixed chunks (in order), whatever the thread
+/// count: the same bits on any machine.
+const GW_CHUNKS: usize = 8;
+
+/// The weight gradient of a 3×3 stride-1 padding-1 convolution, `gW (Cout, C, 3, 3)`, by
+/// Winograd F(3×3, 2×2) (the transpose of the forward's algorithm): for every 2×2 tile of the
+/// output gradient and its 4×4 input patch, `gW[o][c] += Gᵀ [(A gy Aᵀ) ⊙ (Bᵀ d B)] G`. The
+/// sum over tiles runs in the transformed domain — 16 products `S[ξ] (C × Cout) = V[ξ] ·
+/// Z[ξ]ᵀ` over the tiles, on the wide tile ([`super::conv::wide_gw`]: `Z` in 64-channel
+/// panels, `V`'s rows read in place) — and `G` is applied once at the end. `Cout` must be a
+/// multiple of 64.
+pub(crate) fn grad_weight(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+    grad_weight_with(x, gy, g, cout, packed::has_fast_kernel())
+}
+
+/// [`grad_weight`] with the transforms' AVX-512 versions (`fast`, needs AVX-512F) or portable
+/// ones.
+fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool) -> Vec<f32> {
+    debug_assert!(g.k == 3 && g.stride == 1 && g.pad == 1);
+    let (n, c, h, wd) = (g.n, g.c, g.h, g.w);
+    assert!(
+        cout > 0 && cout.is_multiple_of(WV),
+        "winograd: grad_weight needs whole 64-channel panels"
+    );
+    assert_eq!(x.len(), n * c * h * wd, "winograd: input size");
+    assert_eq!(gy.len(), n * cout * h * wd, "winograd: gradient size");
+    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
+    let rows = n * th;
+    let rb = (BLOCK_TILES / tw).max(1);
+    let tp = (rb * tw).next_multiple_of(NR);
+    let ld = if tp.is_multiple_of(128) { tp + 16 } else { tp };
+    let nblocks = rows.div_ceil(rb);
+    let chunks = GW_CHUNKS.min(nblocks);
+    let ss = c * cout;
+    let partial: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut v, v0) = packed::aligned_zeros(XI * c * ld);
+            let v = &mut v[v0..v0 + XI * c * ld];
+            let mut z = vec![0f32; XI * cout * tp];
+            let mut s = vec![0f32; XI * ss];
+            for b in (ch * nblocks / chunks)..((ch + 1) * nblocks / chunks) {
+                let blk = Block {
+                    h,
+                    w: wd,
+                    th,
+                    tw,
+                    rows: b * rb..((b + 1) * rb).min(rows),
+                    ld,
+                };
+                let nt = blk.rows.len() * tw;
+                // SAFETY: v holds 16·C·ld floats and is this task's.
+                unsafe { input_block(x, c, 0..c, &blk, v.as_mut_ptr(), fast) };
+                grad_block(gy, cout, &blk, tp, &mut z, fast);
+                for xi in 0..XI {
+                    super::conv::wide_gw(
+                        &mut s[xi * ss..][..ss],
+                        cout,
+                        c,
+                        |ci| ci * ld,
+                        &v[xi * c * ld..][..c * ld],
+                        &z[xi * cout * tp..][..cout * tp],
+                        tp * WV,
+                        nt,
+                    );
+                }
+            }
+            s
+        })
+        .collect();
+    let mut s = vec![0f32; XI * ss];
+    for p in &partial {
+        s.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+    }
+    // gW[o][c] = Gᵀ S G, S[ξ][c][o]; Gᵀ = [1 ½ ½ 0; 0 ½ −½ 0; 0 ½ ½ 1].
+    let gt = |q: [f32; 4]| [q[0] + 0.5 * (q[1] + q[2]), 0.5 * (q[1] - q[2]), 0.5 * (q[1] + q[2]) + q[3]];
+    let mut gw = vec![0f32; cout * c * 9];
+    gw.par_chunks_mut(c * 9).enumerate().for_each(|(o, go)| {
+        for ci in 0..c {
+            let at = |xi: usize| s[xi * ss + ci * cout + o];
+            // Down the columns j, then across.
+            let cols: [[f32; 3]; 4] = std::array::from_fn(|j| gt([at(j), at(4 + j), at(8 + j), at(12 + j)]));
+            for a in 0..3 {
+                let row = gt(cols.map(|col| col[a]));
+                go[ci * 9 + a * 3..][..3].copy_from_slice(&row);
+            }
+        }
+    });
+    gw
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,6 +665,69 @@ mod tests {
             }
         }
         y
+    }
+
+    /// The direct weight gradient in f64.
+    fn reference_gw(x: &[f32], gy: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
+        let (h, wd, c) = (g.h as isize, g.w as isize, g.c);
+        let mut gw = vec![0f64; cout * c * 9];
+        for i in 0..g.n {
+            for o in 0..cout {
+                for ci in 0..c {
+                    for t in 0..9 {
+                        let (ky, kx) = ((t / 3) as isize, (t % 3) as isize);
+                        let mut s = 0f64;
+                        for oy in 0..h {
+                            for ox in 0..wd {
+                                let (iy, ix) = (oy + ky - 1, ox + kx - 1);
+                                if iy >= 0 && iy < h && ix >= 0 && ix < wd {
+                                    let xv = x[((i * c + ci) * g.h + iy as usize) * g.w + ix as usize] as f64;
+                                    s += xv * gy[((i * cout + o) * g.h + oy as usize) * g.w + ox as usize] as f64;
+                                }
+                            }
+                        }
+                        gw[(o * c + ci) * 9 + t] += s;
+                    }
+                }
+            }
+        }
+        gw
+    }
+
+    #[test]
+    fn weight_gradient_matches_the_direct_sum() {
+        let mut seed = 11u64;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        // Odd sides (clipped tiles), 1-pixel planes, channel counts not a multiple of the
+        // tile's 6 rows, several blocks and chunks (2 × 33 rows of 16-tile rows).
+        for &(n, c, h, w, cout) in &[(1, 1, 1, 1, 64), (2, 5, 5, 7, 64), (3, 7, 8, 8, 128), (2, 3, 66, 31, 64)] {
+            let g = ConvGeom {
+                n,
+                c,
+                h,
+                w,
+                k: 3,
+                stride: 1,
+                pad: 1,
+            };
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rnd()).collect();
+            let gy: Vec<f32> = (0..n * cout * h * w).map(|_| rnd()).collect();
+            let r = reference_gw(&x, &gy, &g, cout);
+            let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
+            let scale = r.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+            // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
+            for fast in [false, packed::has_fast_kernel()] {
+                let gw = grad_weight_with(&x, &gy, g, cout, fast);
+                let err = max_abs_diff(&gw, &r32) as f64 / scale;
+                assert!(
+                    err < 2e-6 * ((n * h * w) as f64).sqrt(),
+                    "{n}x{c}x{h}x{w} -> {cout} (fast {fast}): relative error {err:e}"
+                );
+            }
+        }
     }
 
     #[test]
