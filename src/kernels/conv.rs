@@ -3,7 +3,10 @@
 //! vector loads, six positions or taps broadcast from rows read in place) and the `gemm`
 //! crate share the work:
 //!
-//! - Stride-1 convolutions on planes of 256+ outputs (ResNet's 32×32 and 16×16 layers), when
+//! - 3×3 stride-1 padding-1 convolutions with H·W ≥ 64, with AVX-512: forward and grad-input
+//!   by Winograd F(2×2, 3×3) ([`winograd`], 2.25x fewer multiplies); the weight gradient too
+//!   when H·W ≥ 256 and the wide tile's conditions hold (Cout a multiple of 64, C·9 ≥ 64).
+//! - Other stride-1 convolutions on planes of 256+ outputs (ResNet's 32×32 and 16×16 layers), when
 //!   the CPU has AVX-512: forward and grad-input as an implicit GEMM ([`conv_implicit`]: the
 //!   rows of the column matrix are read in place from a zero-padded image; grad-input is the
 //!   stride-1 convolution of gY with the flipped weight), on the wide tile when the output
@@ -684,7 +687,8 @@ fn grad_input_as_conv(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
     })
 }
 
-/// Forward: per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) · cols`, written
+/// Forward (3×3 stride-1 layers on 8×8+ planes: [`winograd::conv3x3`]; other large stride-1
+/// planes: [`conv_implicit`]): per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) · cols`, written
 /// straight into NCHW for a single image (a band of rows is a column range of `Y_i`, rows
 /// `Ho·Wo` apart), through a block buffer for several.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
@@ -814,7 +818,8 @@ const GW_TASKS: usize = 8;
 /// Each task im2cols only its own taps, in blocks of about [`TARGET_GW_COLS`] columns, and
 /// multiplies them on the wide tile where it applies (3×3 or larger, 64+ taps, output
 /// channels a multiple of 64: `gYᵀ` is laid out in 64-channel panels once per layer), else
-/// on the `gemm` crate. Large stride-1 planes take [`conv_grad_weight_implicit`] instead.
+/// on the `gemm` crate. 3×3 stride-1 layers on 16×16+ planes take [`winograd::grad_weight`],
+/// other large stride-1 planes [`conv_grad_weight_implicit`] instead.
 fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     if winograd::applies_gw(&g) && wide_gw_applies(&g, cout) {
         return winograd::grad_weight(x, gy, g, cout);

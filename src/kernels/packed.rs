@@ -73,6 +73,12 @@ impl PackedA {
 
     /// Where element `(r, kk)` lives in the packed data (the layout [`Self::new`] writes).
     pub fn slot(&self, r: usize, kk: usize) -> usize {
+        debug_assert!(
+            r < self.m && kk < self.k,
+            "PackedA::slot: ({r}, {kk}) outside {}×{}",
+            self.m,
+            self.k
+        );
         let k0 = kk / KC * KC;
         let kl = KC.min(self.k - k0);
         k0 * self.mpad + (r / MR) * MR * kl + (kk - k0) * MR + r % MR

@@ -1,6 +1,6 @@
 //! 3×3 stride-1 padding-1 convolutions by Winograd's minimal filtering F(2×2, 3×3) (Lavin &
 //! Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016; cuDNN's and NNPACK's
-//! `WINOGRAD` algorithm): every 2×2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d Bᵀᵀ)] A` of its 4×4
+//! `WINOGRAD` algorithm): every 2×2 output tile is `Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` of its 4×4
 //! input patch `d`, so a tile costs 16 multiplies per (input, output) channel pair instead of
 //! 36 — the product is 16 independent GEMMs, `M[ξ] (Cout × tiles) = U[ξ] (Cout × C) · V[ξ]
 //! (C × tiles)`, one per point ξ of the 4×4 transformed tile, 2.25x fewer FLOPs than the
@@ -19,7 +19,9 @@
 //! output transform writes NCHW. Both transforms are adds only and run along a row of tiles.
 //! The rounding differs from the direct sum (the transforms add before multiplying; `G`'s
 //! halves are exact): relative differences ~1e-6, as with cuDNN's Winograd.
-//! The training step's forwards and grad-inputs of 3×3 stride-1 layers run here.
+//! The training step's forwards and grad-inputs of 3×3 stride-1 layers on planes of 8×8 and
+//! more run here, and their weight gradients on planes of 16×16 and more ([`grad_weight`]:
+//! Winograd F(3×3, 2×2), the same transforms transposed).
 
 use super::conv::ConvGeom;
 use super::packed::{self, BSource, NoPack, PackedA, MR, NR, WV};
@@ -49,8 +51,8 @@ pub(crate) fn applies(g: &ConvGeom) -> bool {
 }
 
 /// Whether a weight gradient runs here ([`grad_weight`]): as [`applies`], on planes of 16×16
-/// and more — at 8×8 (256 channels, batch 64) the 16 per-task sums `S` (4 MB each) and
-/// their reduction made it 1.7x slower than the implicit GEMM (`GW=1 wino_probe 256 8`).
+/// and more — at 8×8 (256 channels, batch 64) each task's sums `S` (16·C·Cout floats, 4 MB)
+/// and their reduction made it 1.7x slower than the implicit GEMM (`GW=1 wino_probe 256 8`).
 pub(crate) fn applies_gw(g: &ConvGeom) -> bool {
     applies(g) && g.h * g.w >= 256
 }
@@ -65,7 +67,8 @@ const XI: usize = 16;
 
 /// `U[ξ] = (G g Gᵀ)[ξ]` for every (output, input) channel pair, written straight into the
 /// packed layout of [`packed::gemm`]: one `PackedA` (Cout × C) per ξ. `w` is `(Cout, C, 3, 3)`.
-/// One task per panel of [`MR`] output channels, so no two tasks write the same cache line.
+/// One task per panel of [`MR`] output channels (tasks write disjoint slots; a cache line may
+/// straddle two panels, which costs sharing, not correctness).
 fn transform_weights(w: &[f32], cout: usize, c: usize) -> Vec<PackedA> {
     let mut u: Vec<PackedA> = (0..XI).map(|_| PackedA::zeroed(cout, c)).collect();
     let ptrs: Vec<SendPtr> = u.iter_mut().map(|a| SendPtr(a.data_mut().as_mut_ptr())).collect();
@@ -269,7 +272,8 @@ mod avx512 {
                 let n = (wo - 2 * tx0) as isize; // output columns left in this row
                 let dst = y.add(oy * wo + 2 * tx0);
                 _mm512_mask_storeu_ps(dst, lanes(0, n), _mm512_permutex2var_ps(ev, lo, od));
-                _mm512_mask_storeu_ps(dst.add(16), lanes(0, n - 16), _mm512_permutex2var_ps(ev, hi, od));
+                // wrapping: past the plane's end when n ≤ 16 (the mask is empty then).
+                _mm512_mask_storeu_ps(dst.wrapping_add(16), lanes(0, n - 16), _mm512_permutex2var_ps(ev, hi, od));
             }
         }
     }
@@ -355,11 +359,13 @@ const BLOCK_TILES: usize = 128;
 /// `y = conv(x, w)` for `x (N, C, H, W)`, `w (Cout, C, 3, 3)`, stride 1, padding 1 (see the
 /// module docs); `y (N, Cout, H, W)`.
 pub(crate) fn conv3x3(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    conv3x3_with(x, w, g, cout, packed::has_fast_kernel())
+    conv3x3_with(x, w, g, cout, packed::has_fast_kernel(), None)
 }
 
-/// [`conv3x3`] with the transforms' AVX-512 versions (`fast`, needs AVX-512F) or portable ones.
-fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool) -> Vec<f32> {
+/// [`conv3x3`] with the transforms' AVX-512 versions (`fast`, needs AVX-512F) or portable ones;
+/// `whole` forces one block with parallel stages (`Some(true)`) or blocks (`Some(false)`)
+/// instead of choosing by the block count (the tests reach both paths on any machine).
+fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool, whole: Option<bool>) -> Vec<f32> {
     debug_assert!(g.k == 3 && g.stride == 1 && g.pad == 1);
     let (n, c, h, wd) = (g.n, g.c, g.h, g.w);
     assert_eq!(x.len(), n * c * h * wd, "winograd: input size");
@@ -369,7 +375,7 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool) -> V
     let mut rb = (BLOCK_TILES / tw).max(1);
     // Too few blocks to share between the threads (the deep layers' small planes): one block
     // of everything, each of its three stages split between the threads instead.
-    let whole = rows.div_ceil(rb) < 2 * rayon::current_num_threads();
+    let whole = whole.unwrap_or(rows.div_ceil(rb) < 2 * rayon::current_num_threads());
     if whole {
         rb = rows;
     }
@@ -515,6 +521,10 @@ unsafe fn grad_tile_avx512(
     t: usize,
 ) {
     use std::arch::x86_64::*;
+    assert!(
+        15 * plane <= i32::MAX as usize,
+        "winograd: plane too large for 32-bit gather offsets"
+    );
     let mut lanes = [0i32; 16];
     for (l, v) in lanes.iter_mut().enumerate() {
         *v = (l * plane) as i32;
@@ -703,7 +713,13 @@ mod tests {
         };
         // Odd sides (clipped tiles), 1-pixel planes, channel counts not a multiple of the
         // tile's 6 rows, several blocks and chunks (2 × 33 rows of 16-tile rows).
-        for &(n, c, h, w, cout) in &[(1, 1, 1, 1, 64), (2, 5, 5, 7, 64), (3, 7, 8, 8, 128), (2, 3, 66, 31, 64)] {
+        for &(n, c, h, w, cout) in &[
+            (1, 1, 1, 1, 64),
+            (2, 5, 5, 7, 64),
+            (3, 7, 8, 8, 128),
+            (2, 3, 66, 31, 64),
+            (1, 2, 4, 67, 64),
+        ] {
             let g = ConvGeom {
                 n,
                 c,
@@ -738,7 +754,8 @@ mod tests {
             ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         };
         // (n, c, h, w, cout): odd and even sides, 1-pixel planes, ragged channel counts, tile
-        // rows spanning images, several blocks.
+        // rows spanning images, several blocks, rows of more than 16 tiles (two 16-tile chunks
+        // of the AVX-512 transforms).
         for &(n, c, h, w, cout) in &[
             (1, 1, 1, 1, 1),
             (2, 3, 5, 7, 5),
@@ -747,6 +764,7 @@ mod tests {
             (4, 64, 8, 8, 64),
             (2, 8, 33, 31, 16),
             (9, 24, 4, 4, 40),
+            (2, 3, 6, 65, 8),
         ] {
             let g = ConvGeom {
                 n,
@@ -763,13 +781,14 @@ mod tests {
             let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
             let scale = r.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
             // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
+            // Blocks and one whole block with parallel stages, whatever the thread count.
             for fast in [false, packed::has_fast_kernel()] {
-                let y = conv3x3_with(&x, &wt, g, cout, fast);
-                let err = max_abs_diff(&y, &r32) as f64 / scale;
-                assert!(
-                    err < 2e-6 * (c as f64 * 9.0).sqrt(),
-                    "{n}x{c}x{h}x{w} -> {cout} (fast {fast}): relative error {err:e}"
-                );
+                for whole in [false, true] {
+                    let y = conv3x3_with(&x, &wt, g, cout, fast, Some(whole));
+                    let err = max_abs_diff(&y, &r32) as f64 / scale;
+                    let what = format!("{n}x{c}x{h}x{w} -> {cout} (fast {fast}, whole {whole})");
+                    assert!(err < 2e-6 * (c as f64 * 9.0).sqrt(), "{what}: relative error {err:e}");
+                }
             }
         }
     }
