@@ -3,9 +3,10 @@
 //! vector loads, six positions or taps broadcast from rows read in place) and the `gemm`
 //! crate share the work:
 //!
-//! - 3×3 stride-1 padding-1 convolutions with H·W ≥ 64, with AVX-512: forward and grad-input
-//!   by Winograd F(2×2, 3×3) ([`winograd`], 2.25x fewer multiplies); the weight gradient too
-//!   when H·W ≥ 256 and the wide tile's conditions hold (Cout a multiple of 64, C·9 ≥ 64).
+//! - 3×3 stride-1 padding-1 convolutions with H·W ≥ 64 and 64+ channels in and out, with
+//!   AVX-512: forward and grad-input by Winograd F(2×2, 3×3) ([`winograd`], 2.25x fewer
+//!   multiplies); the weight gradient too when H·W ≥ 256 and the wide tile's conditions hold
+//!   (Cout a multiple of 64, C·9 ≥ 64).
 //! - Other stride-1 convolutions on planes of 256+ outputs (ResNet's 32×32 and 16×16 layers), when
 //!   the CPU has AVX-512: forward and grad-input as an implicit GEMM ([`conv_implicit`]: the
 //!   rows of the column matrix are read in place from a zero-padded image; grad-input is the
@@ -692,7 +693,7 @@ fn grad_input_as_conv(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
 /// straight into NCHW for a single image (a band of rows is a column range of `Y_i`, rows
 /// `Ho·Wo` apart), through a block buffer for several.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    if winograd::applies(&g) {
+    if winograd::applies(&g, cout) {
         return winograd::conv3x3(x, w, g, cout);
     }
     if implicit_fwd(&g) {
@@ -731,7 +732,7 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 /// gradient is the product itself. Images are independent, so any split gives the same bits.
 fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     let as_conv = grad_input_as_conv(&g, cout);
-    if let Some(gt) = as_conv.filter(|gt| winograd::applies(gt) || implicit_fwd(gt)) {
+    if let Some(gt) = as_conv.filter(|gt| winograd::applies(gt, g.c) || implicit_fwd(gt)) {
         // W′ (C, Cout·k·k): W′[c][o, ky, kx] = W[o][c][k−1−ky][k−1−kx].
         let (k, kk2) = (g.k, g.k * g.k);
         let mut wf = vec![0f32; g.c * cout * kk2];
@@ -742,7 +743,7 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
                 }
             }
         }
-        if winograd::applies(&gt) {
+        if winograd::applies(&gt, g.c) {
             return winograd::conv3x3(gy, &wf, gt, g.c);
         }
         return conv_implicit(gy, &wf, gt, g.c);
@@ -821,7 +822,7 @@ const GW_TASKS: usize = 8;
 /// on the `gemm` crate. 3×3 stride-1 layers on 16×16+ planes take [`winograd::grad_weight`],
 /// other large stride-1 planes [`conv_grad_weight_implicit`] instead.
 fn conv_grad_weight_cpu(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    if winograd::applies_gw(&g) && wide_gw_applies(&g, cout) {
+    if winograd::applies_gw(&g, cout) && wide_gw_applies(&g, cout) {
         return winograd::grad_weight(x, gy, g, cout);
     }
     if implicit_gw(&g, cout) {

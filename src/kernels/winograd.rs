@@ -39,22 +39,30 @@ pub fn set_winograd(on: bool) {
     ON.store(on, Ordering::Relaxed);
 }
 
-/// Whether a convolution runs here: 3×3, stride 1, padding 1 (output = input size), with the
-/// AVX-512 microkernel (the portable one is exact but scalar).
-pub(crate) fn applies(g: &ConvGeom) -> bool {
+/// Whether a convolution (`cout` output channels) runs here: 3×3, stride 1, padding 1 (output =
+/// input size), with the AVX-512 microkernel (the portable one is exact but scalar).
+pub(crate) fn applies(g: &ConvGeom, cout: usize) -> bool {
     ON.load(Ordering::Relaxed)
         && packed::has_fast_kernel()
         && (g.k, g.stride, g.pad) == (3, 1, 1)
         && g.n > 0
-        && g.c > 0
+        && g.c.min(cout) >= MIN_CHANNELS
         && g.h * g.w >= MIN_PLANE
 }
+
+/// Fewer input or output channels stay on the implicit GEMM: the transforms then outweigh
+/// the products (`examples/wino_probe.rs`, batch 128: 8 channels at 32×32 1.9 against 1.2 ms,
+/// 16 at 16×16 1.3 against 1.0). At 32 the forward alone breaks even (8×8) or wins (32×32),
+/// but the CPU sweeps' width-8 model (`experiments/cifar10-cpu.toml`, 32 channels at 8×8)
+/// stepped at 492–504 img/s with the limit at 32 against 534–597 without Winograd, and at
+/// 532–625 with it at 64 (alternating `moco bench step … --steps 40`).
+const MIN_CHANNELS: usize = 64;
 
 /// Whether a weight gradient runs here ([`grad_weight`]): as [`applies`], on planes of 16×16
 /// and more — at 8×8 (256 channels, batch 64) each task's sums `S` (16·C·Cout floats, 4 MB)
 /// and their reduction made it 1.7x slower than the implicit GEMM (`GW=1 wino_probe 256 8`).
-pub(crate) fn applies_gw(g: &ConvGeom) -> bool {
-    applies(g) && g.h * g.w >= 256
+pub(crate) fn applies_gw(g: &ConvGeom, cout: usize) -> bool {
+    applies(g, cout) && g.h * g.w >= 256
 }
 
 /// Smaller planes stay on the implicit GEMM: at 4×4 a tile row is two tiles, and the
