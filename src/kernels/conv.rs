@@ -1111,6 +1111,57 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, pad: usize) -> Result<
     x.contiguous()?.apply_op2(&weight.contiguous()?, Conv2dOp { g, cout })
 }
 
+/// Direct f64 references for the kernels' tests (here and in [`super::winograd`]).
+#[cfg(test)]
+pub(crate) mod reference {
+    use super::ConvGeom;
+
+    /// Every (output position, tap) pair of a convolution whose input pixel lies inside:
+    /// `f(image, out channel, in channel, tap, input index, output index)` with the tap
+    /// `ky·k + kx` and the indices into `x (N, C, H, W)` and `y (N, Cout, Ho, Wo)`.
+    fn for_each_term(g: &ConvGeom, cout: usize, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+        let (ho, wo, k) = (g.ho(), g.wo(), g.k);
+        for i in 0..g.n {
+            for o in 0..cout {
+                for ci in 0..g.c {
+                    for t in 0..k * k {
+                        for oy in 0..ho {
+                            for ox in 0..wo {
+                                let iy = (oy * g.stride + t / k) as isize - g.pad as isize;
+                                let ix = (ox * g.stride + t % k) as isize - g.pad as isize;
+                                if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
+                                    let xi = ((i * g.c + ci) * g.h + iy as usize) * g.w + ix as usize;
+                                    f(i, o, ci, t, xi, ((i * cout + o) * ho + oy) * wo + ox);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `y = conv(x, w)`, `w (Cout, C, k, k)`.
+    pub(crate) fn forward(x: &[f32], w: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
+        let (c, kk) = (g.c, g.k * g.k);
+        let mut y = vec![0f64; g.n * cout * g.ho() * g.wo()];
+        for_each_term(g, cout, |_, o, ci, t, xi, yi| {
+            y[yi] += x[xi] as f64 * w[(o * c + ci) * kk + t] as f64
+        });
+        y
+    }
+
+    /// `gW (Cout, C, k, k)` from `x` and `gy (N, Cout, Ho, Wo)`.
+    pub(crate) fn grad_weight(x: &[f32], gy: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
+        let (c, kk) = (g.c, g.k * g.k);
+        let mut gw = vec![0f64; cout * c * kk];
+        for_each_term(g, cout, |_, o, ci, t, xi, yi| {
+            gw[(o * c + ci) * kk + t] += x[xi] as f64 * gy[yi] as f64
+        });
+        gw
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1248,28 +1299,10 @@ mod tests {
             let x = vals(n * c * h * w);
             let wt = vals(cout * g.row_len());
             let got = conv_implicit(&x, &wt, g, cout);
-            let (ho, wo) = (g.ho(), g.wo());
-            for i in 0..n {
-                for o in 0..cout {
-                    for oy in 0..ho {
-                        for ox in 0..wo {
-                            let mut s = 0f64;
-                            for ci in 0..c {
-                                for ky in 0..k {
-                                    for kx in 0..k {
-                                        let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
-                                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                            s += x[((i * c + ci) * h + iy as usize) * w + ix as usize] as f64
-                                                * wt[((o * c + ci) * k + ky) * k + kx] as f64;
-                                        }
-                                    }
-                                }
-                            }
-                            let a = got[((i * cout + o) * ho + oy) * wo + ox] as f64;
-                            assert!((a - s).abs() < 1e-4 * (1.0 + s.abs()), "{g:?} cout {cout}: {a} vs {s}");
-                        }
-                    }
-                }
+            let want = reference::forward(&x, &wt, &g, cout);
+            for (a, s) in got.iter().zip(&want) {
+                let a = *a as f64;
+                assert!((a - s).abs() < 1e-4 * (1.0 + s.abs()), "{g:?} cout {cout}: {a} vs {s}");
             }
         }
     }
@@ -1303,29 +1336,7 @@ mod tests {
             let mut vals = |n: usize| (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>();
             let x = vals(n * c * h * w);
             let gy = vals(n * cout * g.ho() * g.wo());
-            let (ho, wo) = (g.ho(), g.wo());
-            let mut want = vec![0f64; cout * g.row_len()];
-            for i in 0..n {
-                for o in 0..cout {
-                    for ci in 0..c {
-                        for ky in 0..k {
-                            for kx in 0..k {
-                                let mut s = 0f64;
-                                for oy in 0..ho {
-                                    for ox in 0..wo {
-                                        let (iy, ix) = ((oy + ky) as isize - pad as isize, (ox + kx) as isize - pad as isize);
-                                        if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                            s += x[((i * c + ci) * h + iy as usize) * w + ix as usize] as f64
-                                                * gy[((i * cout + o) * ho + oy) * wo + ox] as f64;
-                                        }
-                                    }
-                                }
-                                want[((o * c + ci) * k + ky) * k + kx] += s;
-                            }
-                        }
-                    }
-                }
-            }
+            let want = reference::grad_weight(&x, &gy, &g, cout);
             let run = |threads: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 pool.install(|| conv_grad_weight_implicit(&x, &gy, g, cout))

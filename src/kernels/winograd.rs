@@ -656,69 +656,44 @@ fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool)
 mod tests {
     use super::*;
     use crate::devcheck::max_abs_diff;
+    use crate::kernels::conv;
 
-    /// The direct convolution in f64.
-    fn reference(x: &[f32], w: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
-        let (h, wd, c) = (g.h as isize, g.w as isize, g.c);
-        let mut y = vec![0f64; g.n * cout * g.h * g.w];
-        for i in 0..g.n {
-            for o in 0..cout {
-                for oy in 0..h {
-                    for ox in 0..wd {
-                        let mut s = 0f64;
-                        for ci in 0..c {
-                            for ky in 0..3isize {
-                                for kx in 0..3isize {
-                                    let (iy, ix) = (oy + ky - 1, ox + kx - 1);
-                                    if iy >= 0 && iy < h && ix >= 0 && ix < wd {
-                                        let xv = x[((i * c + ci) * g.h + iy as usize) * g.w + ix as usize] as f64;
-                                        s += xv * w[((o * c + ci) * 3 + ky as usize) * 3 + kx as usize] as f64;
-                                    }
-                                }
-                            }
-                        }
-                        y[((i * cout + o) * g.h + oy as usize) * g.w + ox as usize] = s;
-                    }
-                }
-            }
+    /// A deterministic stream of values in [−1, 1).
+    fn values(seed: u64) -> impl FnMut(usize) -> Vec<f32> {
+        let mut state = seed;
+        move |len| {
+            (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+                })
+                .collect()
         }
-        y
     }
 
-    /// The direct weight gradient in f64.
-    fn reference_gw(x: &[f32], gy: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
-        let (h, wd, c) = (g.h as isize, g.w as isize, g.c);
-        let mut gw = vec![0f64; cout * c * 9];
-        for i in 0..g.n {
-            for o in 0..cout {
-                for ci in 0..c {
-                    for t in 0..9 {
-                        let (ky, kx) = ((t / 3) as isize, (t % 3) as isize);
-                        let mut s = 0f64;
-                        for oy in 0..h {
-                            for ox in 0..wd {
-                                let (iy, ix) = (oy + ky - 1, ox + kx - 1);
-                                if iy >= 0 && iy < h && ix >= 0 && ix < wd {
-                                    let xv = x[((i * c + ci) * g.h + iy as usize) * g.w + ix as usize] as f64;
-                                    s += xv * gy[((i * cout + o) * g.h + oy as usize) * g.w + ox as usize] as f64;
-                                }
-                            }
-                        }
-                        gw[(o * c + ci) * 9 + t] += s;
-                    }
-                }
-            }
+    /// The 3×3 stride-1 padding-1 geometry.
+    fn geom(n: usize, c: usize, h: usize, w: usize) -> ConvGeom {
+        ConvGeom {
+            n,
+            c,
+            h,
+            w,
+            k: 3,
+            stride: 1,
+            pad: 1,
         }
-        gw
+    }
+
+    /// max |got − want| over max |want| (a NaN counts as infinite).
+    fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+        let w32: Vec<f32> = want.iter().map(|&v| v as f32).collect();
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+        max_abs_diff(got, &w32) as f64 / scale
     }
 
     #[test]
     fn weight_gradient_matches_the_direct_sum() {
-        let mut seed = 11u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut vals = values(11);
         // Odd sides (clipped tiles), 1-pixel planes, channel counts not a multiple of the
         // tile's 6 rows, several blocks and chunks (2 × 33 rows of 16-tile rows).
         for &(n, c, h, w, cout) in &[
@@ -728,24 +703,12 @@ mod tests {
             (2, 3, 66, 31, 64),
             (1, 2, 4, 67, 64),
         ] {
-            let g = ConvGeom {
-                n,
-                c,
-                h,
-                w,
-                k: 3,
-                stride: 1,
-                pad: 1,
-            };
-            let x: Vec<f32> = (0..n * c * h * w).map(|_| rnd()).collect();
-            let gy: Vec<f32> = (0..n * cout * h * w).map(|_| rnd()).collect();
-            let r = reference_gw(&x, &gy, &g, cout);
-            let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-            let scale = r.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
+            let g = geom(n, c, h, w);
+            let (x, gy) = (vals(n * c * h * w), vals(n * cout * h * w));
+            let want = conv::reference::grad_weight(&x, &gy, &g, cout);
             // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
             for fast in [false, packed::has_fast_kernel()] {
-                let gw = grad_weight_with(&x, &gy, g, cout, fast);
-                let err = max_abs_diff(&gw, &r32) as f64 / scale;
+                let err = rel_err(&grad_weight_with(&x, &gy, g, cout, fast), &want);
                 assert!(
                     err < 2e-6 * ((n * h * w) as f64).sqrt(),
                     "{n}x{c}x{h}x{w} -> {cout} (fast {fast}): relative error {err:e}"
@@ -756,11 +719,7 @@ mod tests {
 
     #[test]
     fn matches_the_direct_convolution_on_odd_and_even_shapes() {
-        let mut seed = 7u64;
-        let mut rnd = move || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        };
+        let mut vals = values(7);
         // (n, c, h, w, cout): odd and even sides, 1-pixel planes, ragged channel counts, tile
         // rows spanning images, several blocks, rows of more than 16 tiles (two 16-tile chunks
         // of the AVX-512 transforms).
@@ -774,26 +733,13 @@ mod tests {
             (9, 24, 4, 4, 40),
             (2, 3, 6, 65, 8),
         ] {
-            let g = ConvGeom {
-                n,
-                c,
-                h,
-                w,
-                k: 3,
-                stride: 1,
-                pad: 1,
-            };
-            let x: Vec<f32> = (0..n * c * h * w).map(|_| rnd()).collect();
-            let wt: Vec<f32> = (0..cout * c * 9).map(|_| rnd()).collect();
-            let r = reference(&x, &wt, &g, cout);
-            let r32: Vec<f32> = r.iter().map(|&v| v as f32).collect();
-            let scale = r.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-6);
-            // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
+            let g = geom(n, c, h, w);
+            let (x, wt) = (vals(n * c * h * w), vals(cout * c * 9));
+            let want = conv::reference::forward(&x, &wt, &g, cout);
             // Blocks and one whole block with parallel stages, whatever the thread count.
             for fast in [false, packed::has_fast_kernel()] {
                 for whole in [false, true] {
-                    let y = conv3x3_with(&x, &wt, g, cout, fast, Some(whole));
-                    let err = max_abs_diff(&y, &r32) as f64 / scale;
+                    let err = rel_err(&conv3x3_with(&x, &wt, g, cout, fast, Some(whole)), &want);
                     let what = format!("{n}x{c}x{h}x{w} -> {cout} (fast {fast}, whole {whole})");
                     assert!(err < 2e-6 * (c as f64 * 9.0).sqrt(), "{what}: relative error {err:e}");
                 }
