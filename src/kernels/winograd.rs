@@ -717,6 +717,23 @@ mod tests {
         }
     }
 
+    /// The blocks' sums are added in fixed chunks: the same bits on 1, 2 or 3 threads.
+    #[test]
+    fn weight_gradient_bits_do_not_depend_on_threads() {
+        let mut vals = values(13);
+        let (g, cout) = (geom(2, 6, 66, 31), 64);
+        let (x, gy) = (vals(2 * 6 * 66 * 31), vals(2 * cout * 66 * 31));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| grad_weight(&x, &gy, g, cout))
+        };
+        let one = run(1);
+        for threads in [2, 3] {
+            let got = run(threads);
+            assert!(one.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{threads} threads");
+        }
+    }
+
     #[test]
     fn matches_the_direct_convolution_on_odd_and_even_shapes() {
         let mut vals = values(7);
