@@ -428,7 +428,7 @@ pub mod parts {
         g: usize,
         relu: bool,
     ) -> (Vec<f32>, GroupStats) {
-        bn_fwd(x, w, b, r, d, g, 1e-5, relu).expect("valid shapes")
+        bn_fwd(x, w, b, r, d, g, crate::model::layers::BN_EPS, relu).expect("valid shapes")
     }
     /// Backward: `dx`, `dw`, `db`.
     #[allow(clippy::too_many_arguments)]
@@ -442,6 +442,6 @@ pub mod parts {
         g: usize,
         relu: bool,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        bn_bwd(x, dy, w, b, s, d, g, 1e-5, relu)
+        bn_bwd(x, dy, w, b, s, d, g, crate::model::layers::BN_EPS, relu)
     }
 }

@@ -689,8 +689,8 @@ fn grad_input_as_conv(g: &ConvGeom, cout: usize) -> Option<ConvGeom> {
 }
 
 /// Forward (3×3 stride-1 layers on 8×8+ planes: [`winograd::conv3x3`]; other large stride-1
-/// planes: [`conv_implicit`]): per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) · cols`, written
-/// straight into NCHW for a single image (a band of rows is a column range of `Y_i`, rows
+/// planes: [`conv_implicit`]): per block ([`blocking`]), `Y (Cout, cols) = W (Cout, C·k·k) ·
+/// cols`, written straight into NCHW for a single image (a band of rows is a column range of `Y_i`, rows
 /// `Ho·Wo` apart), through a block buffer for several.
 fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     if winograd::applies(&g, cout) {
@@ -731,8 +731,8 @@ fn conv_fwd_cpu(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
 /// transposed, `examples/gemm_probe.rs`), then col2im image by image; a pointwise image's
 /// gradient is the product itself. Images are independent, so any split gives the same bits.
 fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
-    let as_conv = grad_input_as_conv(&g, cout);
-    if let Some(gt) = as_conv.filter(|gt| winograd::applies(gt, g.c) || implicit_fwd(gt)) {
+    // As a forward when that forward takes Winograd or the implicit GEMM (then no col2im).
+    if let Some(gt) = grad_input_as_conv(&g, cout).filter(|gt| winograd::applies(gt, g.c) || implicit_fwd(gt)) {
         // W′ (C, Cout·k·k): W′[c][o, ky, kx] = W[o][c][k−1−ky][k−1−kx].
         let (k, kk2) = (g.k, g.k * g.k);
         let mut wf = vec![0f32; g.c * cout * kk2];
@@ -743,10 +743,7 @@ fn conv_grad_input_cpu(w: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f
                 }
             }
         }
-        if winograd::applies(&gt, g.c) {
-            return winograd::conv3x3(gy, &wf, gt, g.c);
-        }
-        return conv_implicit(gy, &wf, gt, g.c);
+        return conv_fwd_cpu(gy, &wf, gt, g.c);
     }
     let (plane, wo, ho) = (g.ho() * g.wo(), g.wo(), g.ho());
     let (rl, chw) = (g.row_len(), g.c * g.h * g.w);
@@ -1117,9 +1114,9 @@ pub(crate) mod reference {
     use super::ConvGeom;
 
     /// Every (output position, tap) pair of a convolution whose input pixel lies inside:
-    /// `f(image, out channel, in channel, tap, input index, output index)` with the tap
+    /// `f(out channel, in channel, tap, input index, output index)` with the tap
     /// `ky·k + kx` and the indices into `x (N, C, H, W)` and `y (N, Cout, Ho, Wo)`.
-    fn for_each_term(g: &ConvGeom, cout: usize, mut f: impl FnMut(usize, usize, usize, usize, usize, usize)) {
+    fn for_each_term(g: &ConvGeom, cout: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
         let (ho, wo, k) = (g.ho(), g.wo(), g.k);
         for i in 0..g.n {
             for o in 0..cout {
@@ -1131,7 +1128,7 @@ pub(crate) mod reference {
                                 let ix = (ox * g.stride + t % k) as isize - g.pad as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < g.h && (ix as usize) < g.w {
                                     let xi = ((i * g.c + ci) * g.h + iy as usize) * g.w + ix as usize;
-                                    f(i, o, ci, t, xi, ((i * cout + o) * ho + oy) * wo + ox);
+                                    f(o, ci, t, xi, ((i * cout + o) * ho + oy) * wo + ox);
                                 }
                             }
                         }
@@ -1145,9 +1142,7 @@ pub(crate) mod reference {
     pub(crate) fn forward(x: &[f32], w: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
         let (c, kk) = (g.c, g.k * g.k);
         let mut y = vec![0f64; g.n * cout * g.ho() * g.wo()];
-        for_each_term(g, cout, |_, o, ci, t, xi, yi| {
-            y[yi] += x[xi] as f64 * w[(o * c + ci) * kk + t] as f64
-        });
+        for_each_term(g, cout, |o, ci, t, xi, yi| y[yi] += x[xi] as f64 * w[(o * c + ci) * kk + t] as f64);
         y
     }
 
@@ -1155,7 +1150,7 @@ pub(crate) mod reference {
     pub(crate) fn grad_weight(x: &[f32], gy: &[f32], g: &ConvGeom, cout: usize) -> Vec<f64> {
         let (c, kk) = (g.c, g.k * g.k);
         let mut gw = vec![0f64; cout * c * kk];
-        for_each_term(g, cout, |_, o, ci, t, xi, yi| {
+        for_each_term(g, cout, |o, ci, t, xi, yi| {
             gw[(o * c + ci) * kk + t] += x[xi] as f64 * gy[yi] as f64
         });
         gw

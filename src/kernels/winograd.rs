@@ -67,7 +67,7 @@ pub(crate) fn applies_gw(g: &ConvGeom, cout: usize) -> bool {
 
 /// Smaller planes stay on the implicit GEMM: at 4×4 a tile row is two tiles, and the
 /// transforms and the weight's (16·C·Cout values per call) cost more than the product saves
-/// (`examples/wino_probe.rs`: 512 channels at 4×4, batch 64, 125–180 against 210–230 GFLOP/s).
+/// (`examples/wino_probe.rs`: 512 channels at 4×4, batch 64, 91–197 against 205–243 GFLOP/s).
 const MIN_PLANE: usize = 64;
 
 /// Transformed points per tile.
@@ -85,20 +85,13 @@ fn transform_weights(w: &[f32], cout: usize, c: usize) -> Vec<PackedA> {
         for ci in 0..c {
             for o in panel * MR..((panel + 1) * MR).min(cout) {
                 let g = &w[(o * c + ci) * 9..][..9];
-                // G g: rows g0, (g0+g1+g2)/2, (g0−g1+g2)/2, g2 (each 3 wide); then the same
-                // across each row.
-                let mut t = [[0f32; 3]; 4];
-                for j in 0..3 {
-                    let (a, b, d) = (g[j], g[3 + j], g[6 + j]);
-                    t[0][j] = a;
-                    t[1][j] = 0.5 * (a + b + d);
-                    t[2][j] = 0.5 * (a - b + d);
-                    t[3][j] = d;
-                }
+                // G (a, b, d) = (a, (a+b+d)/2, (a−b+d)/2, d): down the kernel's columns j,
+                // then across each resulting row i.
+                let gv = |a: f32, b: f32, d: f32| [a, 0.5 * (a + b + d), 0.5 * (a - b + d), d];
+                let cols: [[f32; 4]; 3] = std::array::from_fn(|j| gv(g[j], g[3 + j], g[6 + j]));
                 let at = u0.slot(o, ci);
-                for (i, r) in t.iter().enumerate() {
-                    let row = [r[0], 0.5 * (r[0] + r[1] + r[2]), 0.5 * (r[0] - r[1] + r[2]), r[2]];
-                    for (j, v) in row.into_iter().enumerate() {
+                for i in 0..4 {
+                    for (j, v) in gv(cols[0][i], cols[1][i], cols[2][i]).into_iter().enumerate() {
                         // SAFETY: every ξ's packing has u0's shape, so `at` is inside it;
                         // output channel o's slots belong to this panel's task alone.
                         unsafe { *ptrs[4 * i + j].0.add(at) = v };
@@ -285,6 +278,111 @@ mod avx512 {
             }
         }
     }
+
+    /// [`super::grad_block`] for one tile, 16 output channels at a time: four gathers (a plane apart)
+    /// per 16 channels, 16 contiguous stores (the scalar loop's loads a plane apart and stores
+    /// 4 KB-aliased per ξ made it 3x slower than the products).
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `p` points at the tile's top-left output of channel 0 in an image's
+    /// `(Cout, H, W)` gradient; `z` holds `16·zs` floats; `cout` is a multiple of 64.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn grad_tile(
+        p: *const f32,
+        plane: usize,
+        w: usize,
+        dx: bool,
+        dy: bool,
+        cout: usize,
+        z: *mut f32,
+        zs: usize,
+        tp: usize,
+        t: usize,
+    ) {
+        assert!(
+            15 * plane <= i32::MAX as usize,
+            "winograd: plane too large for 32-bit gather offsets"
+        );
+        let idx = idx(|l| l * plane as i32);
+        let zero = _mm512_setzero_ps();
+        for o0 in (0..cout).step_by(16) {
+            let q = p.add(o0 * plane);
+            let g00 = _mm512_i32gather_ps::<4>(idx, q.cast());
+            let g01 = if dx { _mm512_i32gather_ps::<4>(idx, q.add(1).cast()) } else { zero };
+            let g10 = if dy { _mm512_i32gather_ps::<4>(idx, q.add(w).cast()) } else { zero };
+            let g11 = if dx && dy {
+                _mm512_i32gather_ps::<4>(idx, q.add(w + 1).cast())
+            } else {
+                zero
+            };
+            let a = |p: __m512, q: __m512| [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), _mm512_sub_ps(zero, q)];
+            let (r0, r1) = (a(g00, g01), a(g10, g11));
+            let base = z.add((o0 / super::WV) * tp * super::WV + t * super::WV + o0 % super::WV);
+            for j in 0..4 {
+                _mm512_storeu_ps(base.add(j * zs), r0[j]);
+                _mm512_storeu_ps(base.add((4 + j) * zs), _mm512_add_ps(r0[j], r1[j]));
+                _mm512_storeu_ps(base.add((8 + j) * zs), _mm512_sub_ps(r0[j], r1[j]));
+                _mm512_storeu_ps(base.add((12 + j) * zs), _mm512_sub_ps(zero, r1[j]));
+            }
+        }
+    }
+}
+
+/// How a convolution's 2×2 output tiles are cut into blocks of whole tile rows.
+struct Tiling {
+    /// Plane height and width.
+    h: usize,
+    w: usize,
+    /// Tile rows per image, tiles per row.
+    th: usize,
+    tw: usize,
+    /// Tile rows over all images, and per block.
+    rows: usize,
+    rb: usize,
+    /// A block's tiles rounded up to whole panels of the 8×32 tile.
+    tp: usize,
+    /// Distance between `V` / `M` rows: `tp`, plus one cache line when that is a multiple of
+    /// 128 floats (rows 512 bytes apart crowd a few L1 sets: `perf` put the microkernel's
+    /// stall on its `B` loads).
+    ld: usize,
+}
+
+impl Tiling {
+    /// Blocks of about [`BLOCK_TILES`] tiles, or (`whole`) one block of every tile row.
+    fn new(g: &ConvGeom, whole: bool) -> Self {
+        let (th, tw) = (g.h.div_ceil(2), g.w.div_ceil(2));
+        let rows = g.n * th;
+        let rb = if whole { rows } else { (BLOCK_TILES / tw).max(1) };
+        let tp = (rb * tw).next_multiple_of(NR);
+        let ld = if tp.is_multiple_of(128) { tp + 16 } else { tp };
+        Self {
+            h: g.h,
+            w: g.w,
+            th,
+            tw,
+            rows,
+            rb,
+            tp,
+            ld,
+        }
+    }
+
+    fn blocks(&self) -> usize {
+        self.rows.div_ceil(self.rb)
+    }
+
+    /// Block `b`.
+    fn block(&self, b: usize) -> Block {
+        Block {
+            h: self.h,
+            w: self.w,
+            th: self.th,
+            tw: self.tw,
+            rows: b * self.rb..((b + 1) * self.rb).min(self.rows),
+            ld: self.ld,
+        }
+    }
 }
 
 /// A block of tile rows of a convolution's tiles.
@@ -297,9 +395,7 @@ struct Block {
     tw: usize,
     /// The block's tile rows (over all images: row `r` is image `r / th`, tile row `r % th`).
     rows: std::ops::Range<usize>,
-    /// Distance between `V` / `M` rows: the block's tiles rounded up to whole panels, plus
-    /// one cache line when that is a multiple of 128 floats (rows 512 bytes apart crowd a
-    /// few L1 sets: `perf` put the microkernel's stall on its `B` loads).
+    /// Distance between `V` / `M` rows ([`Tiling::ld`]).
     ld: usize,
 }
 
@@ -310,7 +406,7 @@ struct Block {
 unsafe fn input_block(x: &[f32], c: usize, chans: Range<usize>, blk: &Block, v: *mut f32, fast: bool) {
     let (h, w, th, tw, ld) = (blk.h, blk.w, blk.th, blk.tw, blk.ld);
     assert!(blk.rows.len() * tw <= ld && chans.end <= c, "winograd: V too small");
-    let plane = h * w;
+    let (plane, _) = (h * w, fast); // `fast` unread off x86-64
     for ci in chans {
         for r in blk.rows.clone() {
             let (img, ty) = (r / th, r % th);
@@ -321,7 +417,6 @@ unsafe fn input_block(x: &[f32], c: usize, chans: Range<usize>, blk: &Block, v: 
                 avx512::input_row(xp, h, w, ty, tw, vr, c * ld);
                 continue;
             }
-            let _ = fast;
             input_row(xp, h, w, ty, tw, vr, c * ld);
         }
     }
@@ -338,7 +433,7 @@ unsafe fn output_block(m: &[f32], cout: usize, outs: Range<usize>, blk: &Block, 
         m.len() >= XI * cout * ld && blk.rows.len() * tw <= ld && outs.end <= cout,
         "winograd: M too small"
     );
-    let plane = h * w;
+    let (plane, _) = (h * w, fast); // `fast` unread off x86-64
     for o in outs {
         for r in blk.rows.clone() {
             let (img, ty) = (r / th, r % th);
@@ -378,17 +473,11 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool, whol
     let (n, c, h, wd) = (g.n, g.c, g.h, g.w);
     assert_eq!(x.len(), n * c * h * wd, "winograd: input size");
     assert_eq!(w.len(), cout * c * 9, "winograd: weight size");
-    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
-    let rows = n * th;
-    let mut rb = (BLOCK_TILES / tw).max(1);
     // Too few blocks to share between the threads (the deep layers' small planes): one block
     // of everything, each of its three stages split between the threads instead.
-    let whole = whole.unwrap_or(rows.div_ceil(rb) < 2 * rayon::current_num_threads());
-    if whole {
-        rb = rows;
-    }
-    let tp = (rb * tw).next_multiple_of(NR);
-    let ld = if tp.is_multiple_of(128) { tp + 16 } else { tp };
+    let whole = whole.unwrap_or_else(|| Tiling::new(&g, false).blocks() < 2 * rayon::current_num_threads());
+    let tiling = Tiling::new(&g, whole);
+    let (tp, ld) = (tiling.tp, tiling.ld);
     let u = transform_weights(w, cout, c);
     let plane = h * wd;
     // SAFETY: the blocks cover every tile row of every image, and each tile row's output
@@ -396,18 +485,10 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool, whol
     let mut y = unsafe { super::unwritten(n * cout * plane) };
     let yp = SendPtr(y.as_mut_ptr());
     let offs: Vec<usize> = (0..c).map(|ci| ci * ld).collect();
-    let block = |b: usize| Block {
-        h,
-        w: wd,
-        th,
-        tw,
-        rows: b * rb..((b + 1) * rb).min(rows),
-        ld,
-    };
     // V (16·C rows, ld apart) 64-byte aligned: the kernel's B loads stay on lines.
     let new_v = || packed::aligned_zeros(XI * c * ld);
     if whole {
-        let blk = block(0);
+        let blk = tiling.block(0);
         let (mut v, v0) = new_v();
         let vp = SendPtr(v[v0..].as_mut_ptr());
         (0..c).into_par_iter().for_each(|ci| {
@@ -429,12 +510,12 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool, whol
         });
         return y;
     }
-    (0..rows.div_ceil(rb)).into_par_iter().for_each_init(
+    (0..tiling.blocks()).into_par_iter().for_each_init(
         || (new_v(), vec![0f32; XI * cout * ld]),
         |((v, v0), m), b| {
             #[allow(clippy::redundant_locals)] // capture the Send wrapper, not its raw field
             let yp = yp;
-            let blk = block(b);
+            let blk = tiling.block(b);
             let v = &mut v[*v0..*v0 + XI * c * ld];
             // SAFETY: v holds 16·C·ld floats and is this task's.
             unsafe { input_block(x, c, 0..c, &blk, v.as_mut_ptr(), fast) };
@@ -469,7 +550,7 @@ fn grad_tile(g00: f32, g01: f32, g10: f32, g11: f32) -> [f32; XI] {
 /// innermost, so consecutive channels' values land side by side.
 fn grad_block(gy: &[f32], cout: usize, blk: &Block, tp: usize, z: &mut [f32], fast: bool) {
     let (h, w, th, tw) = (blk.h, blk.w, blk.th, blk.tw);
-    let (plane, zs) = (h * w, cout * tp);
+    let (plane, zs, _) = (h * w, cout * tp, fast); // `fast` unread off x86-64
     assert!(
         z.len() >= XI * zs && blk.rows.len() * tw <= tp && cout.is_multiple_of(WV),
         "winograd: Z too small"
@@ -486,7 +567,7 @@ fn grad_block(gy: &[f32], cout: usize, blk: &Block, tp: usize, z: &mut [f32], fa
             if fast {
                 // SAFETY: AVX-512F is there (`fast`); the tile's pixels (dx, dy say which
                 // exist) of every channel are inside gi; z holds 16·zs floats (asserted).
-                unsafe { grad_tile_avx512(gi.as_ptr().add(at), plane, w, dx, dy, cout, z.as_mut_ptr(), zs, tp, t) };
+                unsafe { avx512::grad_tile(gi.as_ptr().add(at), plane, w, dx, dy, cout, z.as_mut_ptr(), zs, tp, t) };
                 continue;
             }
             for o in 0..cout {
@@ -502,61 +583,6 @@ fn grad_block(gy: &[f32], cout: usize, blk: &Block, tp: usize, z: &mut [f32], fa
                     z[xi * zs + base] = v;
                 }
             }
-        }
-    }
-}
-
-/// [`grad_block`] for one tile, 16 output channels at a time: four gathers (a plane apart)
-/// per 16 channels, 16 contiguous stores (the scalar loop's loads a plane apart and stores
-/// 4 KB-aliased per ξ made it 3x slower than the products).
-///
-/// # Safety
-/// The CPU has AVX-512F; `p` points at the tile's top-left output of channel 0 in an image's
-/// `(Cout, H, W)` gradient; `z` holds `16·zs` floats; `cout` is a multiple of 64.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn grad_tile_avx512(
-    p: *const f32,
-    plane: usize,
-    w: usize,
-    dx: bool,
-    dy: bool,
-    cout: usize,
-    z: *mut f32,
-    zs: usize,
-    tp: usize,
-    t: usize,
-) {
-    use std::arch::x86_64::*;
-    assert!(
-        15 * plane <= i32::MAX as usize,
-        "winograd: plane too large for 32-bit gather offsets"
-    );
-    let mut lanes = [0i32; 16];
-    for (l, v) in lanes.iter_mut().enumerate() {
-        *v = (l * plane) as i32;
-    }
-    let idx = _mm512_loadu_si512(lanes.as_ptr().cast());
-    let zero = _mm512_setzero_ps();
-    for o0 in (0..cout).step_by(16) {
-        let q = p.add(o0 * plane);
-        let g00 = _mm512_i32gather_ps::<4>(idx, q.cast());
-        let g01 = if dx { _mm512_i32gather_ps::<4>(idx, q.add(1).cast()) } else { zero };
-        let g10 = if dy { _mm512_i32gather_ps::<4>(idx, q.add(w).cast()) } else { zero };
-        let g11 = if dx && dy {
-            _mm512_i32gather_ps::<4>(idx, q.add(w + 1).cast())
-        } else {
-            zero
-        };
-        let a = |p: __m512, q: __m512| [p, _mm512_add_ps(p, q), _mm512_sub_ps(p, q), _mm512_sub_ps(zero, q)];
-        let (r0, r1) = (a(g00, g01), a(g10, g11));
-        let base = z.add((o0 / WV) * tp * WV + t * WV + o0 % WV);
-        for j in 0..4 {
-            _mm512_storeu_ps(base.add(j * zs), r0[j]);
-            _mm512_storeu_ps(base.add((4 + j) * zs), _mm512_add_ps(r0[j], r1[j]));
-            _mm512_storeu_ps(base.add((8 + j) * zs), _mm512_sub_ps(r0[j], r1[j]));
-            _mm512_storeu_ps(base.add((12 + j) * zs), _mm512_sub_ps(zero, r1[j]));
         }
     }
 }
@@ -587,12 +613,8 @@ fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool)
     );
     assert_eq!(x.len(), n * c * h * wd, "winograd: input size");
     assert_eq!(gy.len(), n * cout * h * wd, "winograd: gradient size");
-    let (th, tw) = (h.div_ceil(2), wd.div_ceil(2));
-    let rows = n * th;
-    let rb = (BLOCK_TILES / tw).max(1);
-    let tp = (rb * tw).next_multiple_of(NR);
-    let ld = if tp.is_multiple_of(128) { tp + 16 } else { tp };
-    let nblocks = rows.div_ceil(rb);
+    let tiling = Tiling::new(&g, false);
+    let (tp, ld, nblocks) = (tiling.tp, tiling.ld, tiling.blocks());
     let chunks = GW_CHUNKS.min(nblocks);
     let ss = c * cout;
     let partial: Vec<Vec<f32>> = (0..chunks)
@@ -603,15 +625,8 @@ fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool)
             let mut z = vec![0f32; XI * cout * tp];
             let mut s = vec![0f32; XI * ss];
             for b in (ch * nblocks / chunks)..((ch + 1) * nblocks / chunks) {
-                let blk = Block {
-                    h,
-                    w: wd,
-                    th,
-                    tw,
-                    rows: b * rb..((b + 1) * rb).min(rows),
-                    ld,
-                };
-                let nt = blk.rows.len() * tw;
+                let blk = tiling.block(b);
+                let nt = blk.rows.len() * blk.tw;
                 // SAFETY: v holds 16·C·ld floats and is this task's.
                 unsafe { input_block(x, c, 0..c, &blk, v.as_mut_ptr(), fast) };
                 grad_block(gy, cout, &blk, tp, &mut z, fast);
