@@ -10,7 +10,7 @@ use crate::eval::knn::knn_top1;
 use crate::model::layers::{batch_norm_train, conv2d};
 use crate::model::{BnMode, Encoder, ParamStore};
 use crate::train::learner::Learner;
-use crate::train::loss::info_nce;
+use crate::nn::loss::info_nce;
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -235,7 +235,7 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
             );
             let kneg = if mask { kp.clone() } else { neg.clone() };
             p.compare(&name, &["loss", "accuracy", "grad-q"], &|d| {
-                let qv = Var::from_tensor(&crate::train::loss::l2_normalize(&q.to_device(d)?)?)?;
+                let qv = Var::from_tensor(&crate::nn::loss::l2_normalize(&q.to_device(d)?)?)?;
                 let (loss, acc) = info_nce(qv.as_tensor(), &kp.to_device(d)?, &kneg.to_device(d)?, 0.2, mask)?;
                 let g = loss.backward()?;
                 Ok(vec![

@@ -31,6 +31,7 @@ pub mod hub;
 pub mod io;
 pub mod kernels;
 pub mod model;
+pub mod nn;
 pub mod plot;
 pub mod rng;
 pub mod sweep;

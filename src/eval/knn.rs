@@ -2,7 +2,7 @@
 //! demo's `knn_predict`): for each test feature, the k most cosine-similar training features
 //! vote for their class with weight exp(sim / t); the top-voted class is the prediction.
 
-use crate::train::loss::l2_normalize;
+use crate::nn::loss::l2_normalize;
 use candle_core::{Result, Tensor};
 
 /// Top-1 accuracy (%) of weighted kNN.

@@ -12,8 +12,8 @@ use crate::data::loader::{epoch_order, make_batch, PipelineSpec};
 use crate::data::ImageSet;
 use crate::model::{BnMode, Encoder};
 use crate::rng::{stream, Purpose};
-use crate::train::loss::cross_entropy;
-use crate::train::optim::Sgd;
+use crate::nn::loss::cross_entropy;
+use crate::nn::optim::Sgd;
 use candle_core::{Device, Result, Tensor, Var, D};
 use rand_distr::{Distribution, Normal};
 

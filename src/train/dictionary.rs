@@ -1,6 +1,6 @@
 //! The dictionaries: MoCo's FIFO queue of keys and the memory bank of Wu et al. (2018).
 
-use super::loss::l2_normalize;
+use crate::nn::loss::l2_normalize;
 use crate::rng::{stream, Purpose};
 use candle_core::{Device, Result, Tensor};
 use rand_distr::{Distribution, StandardNormal};

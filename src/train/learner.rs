@@ -10,9 +10,9 @@
 //! 5. SGD on θq; enqueue k (dropping the oldest N keys)
 
 use super::dictionary::{KeyQueue, MemoryBank};
-use super::ema::ema_update;
-use super::loss::{info_nce, l2_normalize};
-use super::optim::Sgd;
+use crate::nn::ema::ema_update;
+use crate::nn::loss::{info_nce, l2_normalize};
+use crate::nn::optim::Sgd;
 use crate::config::{DictionaryMode, ValidRunConfig};
 use crate::model::{BnMode, Encoder, ParamStore};
 use candle_core::{Device, Result, Tensor};

@@ -2,12 +2,8 @@
 //! the epoch loop that owns the run directory ([`run`]).
 
 pub mod dictionary;
-pub mod ema;
 pub mod learner;
-pub mod loss;
-pub mod optim;
 pub mod run;
-pub mod schedule;
 pub mod state;
 
 pub use learner::{Learner, StepChoices, StepStats};

@@ -5,7 +5,7 @@
 //! functions of (seed, epoch, step), so the replay is the same run).
 
 use super::learner::Learner;
-use super::schedule::{base_lr, lr_at};
+use crate::nn::schedule::{base_lr, lr_at};
 use super::state::{learner_from_checkpoint, learner_init_from, learner_to_checkpoint};
 use crate::config::{parse_device, DeviceRequest, DictionaryMode, ValidRunConfig};
 use crate::data::augment::AugmentParams;
