@@ -11,8 +11,8 @@
 //!         # + 4,000,000: im2col / col2im row by row (no shifted runs for same-width layers)
 //!     cargo run --release --example conv_ab -- 8000128 128
 //!         # + 8,000,000: no Winograd (3×3 stride-1 forwards and grad-inputs as implicit GEMMs)
-use moco_harness::kernels::conv::{parts, set_implicit_gw, set_shifted_runs, set_target_cols, set_wide_fwd, ConvGeom};
-use moco_harness::kernels::winograd::set_winograd;
+use moco_harness::kernels::conv::knobs::{self, Knobs};
+use moco_harness::kernels::conv::{parts, ConvGeom};
 use std::time::Instant;
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
@@ -43,12 +43,15 @@ fn main() {
     let mut best = vec![vec![[f64::MAX; 3]; shapes.len()]; targets.len()];
     for _ in 0..rounds {
         for (ti, &t) in targets.iter().enumerate() {
-            set_implicit_gw((t / 1_000_000) & 1 == 0);
-            set_wide_fwd((t / 1_000_000) & 2 == 0);
-            set_shifted_runs((t / 1_000_000) & 4 == 0);
-            set_winograd((t / 1_000_000) & 8 == 0);
-            let t = t % 1_000_000;
-            set_target_cols(t % 10000, if t >= 10000 { t / 10000 * 64 } else { 256 });
+            let (off, t) = (t / 1_000_000, t % 1_000_000);
+            knobs::set(Knobs {
+                target_cols: t % 10000,
+                target_gw_cols: if t >= 10000 { t / 10000 * 64 } else { 256 },
+                wide_gw: off & 1 == 0,
+                wide_fwd: off & 2 == 0,
+                shifted_runs: off & 4 == 0,
+                winograd: off & 8 == 0,
+            });
             for (li, &(c, co, side, k, s, p)) in shapes.iter().enumerate() {
                 let g = ConvGeom {
                     n,

@@ -3,8 +3,8 @@
 //! gradient instead):
 //!
 //!     cargo run --release --example wino_probe -- C SIDE [N]
+use moco_harness::kernels::conv::knobs::{self, Knobs};
 use moco_harness::kernels::conv::{parts, ConvGeom};
-use moco_harness::kernels::winograd::set_winograd;
 use std::time::Instant;
 fn main() {
     let a: Vec<usize> = std::env::args().skip(1).filter_map(|s| s.parse().ok()).collect();
@@ -31,7 +31,10 @@ fn main() {
             if only && !on {
                 continue;
             }
-            set_winograd(on);
+            knobs::set(Knobs {
+                winograd: on,
+                ..Knobs::default()
+            });
             let t = Instant::now();
             for _ in 0..5 {
                 if gw {

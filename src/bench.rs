@@ -10,13 +10,35 @@ use crate::config::{DictionaryMode, ValidRunConfig};
 use crate::data::augment::{augment_into, AugmentParams};
 use crate::data::folder::decode;
 use crate::data::Image;
+use crate::io::error::FileError;
 use crate::kernels::batch_norm::batch_norm_train;
 use crate::kernels::conv::{parts, ConvGeom};
 use crate::model::layers::BN_EPS;
 use crate::nn::ema::ema_update;
-use crate::train::learner::Learner;
 use crate::nn::loss::{info_nce, l2_normalize};
-use anyhow::{bail, Context, Result};
+use crate::train::learner::Learner;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A tensor op failed.
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    /// An image or dataset could not be read.
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
+    /// A folder or report could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// The step's loss is not finite: the timing would mean nothing.
+    #[error("bench step: loss {0} is not finite")]
+    NotFinite(f32),
+    /// The per-op breakdown was asked for on a device other than the CPU.
+    #[error("the per-op breakdown times the CPU kernels; run it with device = \"cpu\"")]
+    NeedsCpu,
+}
+
+type Result<T> = std::result::Result<T, BenchError>;
 use candle_core::{Device, Tensor, Var};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -121,7 +143,7 @@ pub fn bench_step(cfg: &ValidRunConfig, device: &Device, warmup: usize, steps: u
         let s = learner.step(&views, &indices, cfg.train.lr, &choices)?;
         device.synchronize()?;
         if !s.loss.is_finite() {
-            bail!("bench step: loss {} is not finite", s.loss);
+            return Err(BenchError::NotFinite(s.loss));
         }
         Ok(())
     })?;
@@ -154,7 +176,7 @@ fn rand_vec(len: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
 /// Seconds per training step of each op class, on the CPU kernels the step uses.
 fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, Vec<ConvLayerTime>)> {
     if !l.device.is_cpu() {
-        bail!("the per-op breakdown times the CPU kernels; run it with device = \"cpu\"");
+        return Err(BenchError::NeedsCpu);
     }
     let cfg = l.cfg.clone();
     let (n, splits, dev) = (cfg.train.batch_size, cfg.model.bn_splits, l.device.clone());
@@ -219,7 +241,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
         "head",
         median_time(1, reps, || Ok(head.forward(h.as_tensor())?.sum_all()?.backward()?))?,
     );
-    if let Some((k_store, _)) = &l.key {
+    if let Some(k_store) = l.key_store() {
         let m = cfg.moco.momentum;
         add("ema", median_time(1, reps, || Ok(ema_update(&l.q_store, k_store, m)?))?);
     }
@@ -229,7 +251,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
     let tau = cfg.moco.temperature;
     match cfg.dictionary.mode {
         DictionaryMode::Moco => {
-            let queue = l.queue.as_mut().expect("moco mode has a queue");
+            let queue = l.queue_mut().expect("moco mode has a queue");
             add(
                 "queue",
                 median_time(1, reps, || {
@@ -240,7 +262,7 @@ fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, 
             );
         }
         DictionaryMode::MemoryBank => {
-            let bank = l.bank.as_mut().expect("memory_bank mode has a bank");
+            let bank = l.bank_mut().expect("memory_bank mode has a bank");
             let kk = cfg.dictionary.size;
             let mut draw = 0u32;
             add(
@@ -296,14 +318,15 @@ pub fn bench_images(root: &Path, limit: usize) -> Result<Vec<PathBuf>> {
         root.to_path_buf()
     };
     let mut classes: Vec<PathBuf> = std::fs::read_dir(&base)
-        .with_context(|| format!("reading {}", base.display()))?
+        .map_err(FileError::io(&base))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.is_dir())
         .collect();
     classes.sort();
     let mut files = Vec::new();
     for c in classes {
-        let mut fs: Vec<PathBuf> = std::fs::read_dir(&c)?
+        let mut fs: Vec<PathBuf> = std::fs::read_dir(&c)
+            .map_err(FileError::io(&c))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("jpg" | "jpeg" | "png")))
             .collect();
@@ -311,7 +334,11 @@ pub fn bench_images(root: &Path, limit: usize) -> Result<Vec<PathBuf>> {
         files.extend(fs);
     }
     if files.is_empty() {
-        bail!("{}: no images under <class>/ folders", base.display());
+        return Err(FileError::Format {
+            path: base,
+            message: "no images under <class>/ folders".into(),
+        }
+        .into());
     }
     files.sort();
     files.truncate(limit);
@@ -383,8 +410,9 @@ pub fn compare_steps(ours: &StepReport, theirs: &StepReport) -> String {
 
 /// Read a JSON report written by either side.
 pub fn read_report<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a benchmark report", path.display()))
+    let text = std::fs::read_to_string(path).map_err(FileError::io(path))?;
+    let not_a_report = |e: serde_json::Error| format!("not a benchmark report: {e}");
+    Ok(serde_json::from_str(&text).map_err(|e| FileError::format(path)(not_a_report(e)))?)
 }
 
 #[cfg(test)]
@@ -430,5 +458,40 @@ mod tests {
         })
         .unwrap();
         assert!(m < 0.025, "{m}");
+    }
+}
+
+#[cfg(test)]
+mod golden_tmp {
+    use super::*;
+    use crate::config::RunConfig;
+    #[test]
+    fn golden_dump() {
+        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
+        let mut out = String::new();
+        for mode in ["moco", "memory_bank", "end_to_end"] {
+            let mut c = RunConfig::default();
+            c.model.width = 2;
+            c.model.bn_splits = 2;
+            c.train.batch_size = 4;
+            c.dictionary.size = 16;
+            c.data.image_size = 8;
+            c.dictionary.mode = serde_json::from_value(serde_json::json!(mode)).unwrap();
+            let cfg = c.validate().unwrap();
+            let r = bench_step(&cfg, &Device::Cpu, 0, 1, 1).unwrap();
+            let ops = r.ops.unwrap();
+            out += &format!("{mode} {:?}\n", ops.iter().map(|(k, v)| (k.clone(), *v > 0.0)).collect::<Vec<_>>());
+            for l in &r.conv_layers {
+                out += &format!(
+                    "  {} {} {} {}\n",
+                    l.shape,
+                    l.gflop.to_bits(),
+                    l.gflops_fwd > 0.0,
+                    l.gflops_grad_input > 0.0
+                );
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/bench.txt"), out).unwrap();
     }
 }

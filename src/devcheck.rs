@@ -9,9 +9,9 @@ use crate::config::{RunConfig, ValidRunConfig};
 use crate::eval::knn::knn_top1;
 use crate::model::layers::{batch_norm_train, conv2d};
 use crate::model::{BnMode, Encoder, ParamStore};
-use crate::train::learner::Learner;
 use crate::nn::loss::info_nce;
-use anyhow::{Context, Result};
+use crate::train::learner::Learner;
+use candle_core::{Context, Result};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 
@@ -48,7 +48,9 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn rel_err(a: &Tensor, b: &Tensor) -> Result<f64> {
     let a = a.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
     let b = b.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
-    anyhow::ensure!(a.len() == b.len(), "sizes differ: {} vs {}", a.len(), b.len());
+    if a.len() != b.len() {
+        candle_core::bail!("sizes differ: {} vs {}", a.len(), b.len());
+    }
     let scale = b.iter().fold(0f64, |m, v| m.max(v.abs() as f64)).max(1e-12);
     let diff = a.iter().zip(&b).fold(0f64, |m, (x, y)| m.max((*x as f64 - *y as f64).abs()));
     Ok(if a.iter().any(|v| !v.is_finite()) {
@@ -107,8 +109,8 @@ fn tiny(mode: &str) -> Result<ValidRunConfig> {
     c.dictionary.size = 64;
     c.data.image_size = 16;
     c.moco.temperature = 0.2;
-    c.dictionary.mode = serde_json::from_value(serde_json::json!(mode))?;
-    Ok(c.validate()?)
+    c.dictionary.mode = serde_json::from_value(serde_json::json!(mode)).map_err(candle_core::Error::wrap)?;
+    c.validate().map_err(candle_core::Error::wrap)
 }
 
 /// Every check, in the order of the step: conv, BN, the encoder's forward and backward,
@@ -268,7 +270,7 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
                 .map(|(_, v)| v.as_tensor().flatten_all())
                 .collect::<candle_core::Result<_>>()?;
             out.push(Tensor::cat(&params, 0)?);
-            if let Some(q) = &l.queue {
+            if let Some(q) = l.queue() {
                 out.push(q.keys.clone());
             }
             Ok(out)

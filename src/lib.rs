@@ -2,22 +2,26 @@
 //!
 //! The reference Rust harness for Momentum Contrast (He et al., CVPR 2020) on candle.
 //!
-//! - [`config`]: the typed, validated run config (TOML + `--set` overrides).
-//! - [`data`]: datasets in memory (built-in, ImageFolder, CIFAR binary), torchvision-style
-//!   augmentations, the background batch pipeline.
-//! - [`model`]: ResNet encoders with torchvision tensor names, BN with split statistics.
-//! - [`train`]: InfoNCE, the queue / memory bank, the EMA, SGD, schedules, the step of each
-//!   dictionary mechanism, and the epoch loop that owns a run directory.
-//! - [`eval`]: weighted kNN and the linear protocol on frozen features.
-//! - [`io`]: atomic files, safetensors checkpoints, run directories.
-//! - [`sweep`]: TOML grids expanded, validated and run; `runs.csv`.
-//! - [`plot`]: the paper's figures from CSV files.
-//! - [`bench`]: the step, op and augmentation benchmarks (`moco bench`).
-//! - [`devcheck`]: every op of the step on a device against the CPU path (`moco device-check`).
-//! - [`hub`]: publish encoders on the Hugging Face Hub, pull them, `hf://` references.
-//! - [`cli`]: the `moco` command.
+//! Layers, each using only the ones below it (`../shared/tools/layers.py` checks that no
+//! import goes the other way):
 //!
-//! Every random choice comes from [`rng::stream`] keyed by (seed, purpose, counters).
+//! 1. [`cli`]: the `moco` command: arguments, one function per command, exit codes.
+//! 2. [`sweep`] (TOML grids expanded, validated, run; `runs.csv`), [`plot`] (the paper's
+//!    figures from CSV files), [`hub`] (publish and pull encoders), and the tools [`bench`]
+//!    (`moco bench`) and [`devcheck`] (`moco device-check`).
+//! 3. [`train`]: the learner (the step of each dictionary mechanism), the epoch loop that owns
+//!    a run directory, resume and `--init`.
+//! 4. [`eval`]: weighted kNN and the linear protocol on frozen features.
+//! 5. [`model`] (ResNet encoders with torchvision tensor names, loading them from checkpoints),
+//!    [`data`] (datasets, torchvision-style augmentations, the background batch pipeline),
+//!    [`nn`] (InfoNCE, SGD, the EMA, schedules).
+//! 6. [`kernels`]: the CPU kernels behind the ops (convolutions, BN, InfoNCE, in-place updates).
+//! 7. [`io`] (atomic files, checkpoints, run directories, CSV tables), [`config`] (the typed,
+//!    validated run config), [`rng`] (every random choice, keyed by (seed, purpose, counters):
+//!    [`rng::stream`]), [`device`] (the device a config asks for), [`progress`] (progress bars).
+//!
+//! Errors: each module has its own `thiserror` enum (or `candle_core::Result`) whose messages
+//! name the file, key and value at fault; `anyhow` appears only in [`cli`].
 
 #![warn(missing_docs)]
 
@@ -26,6 +30,7 @@ pub mod cli;
 pub mod config;
 pub mod data;
 pub mod devcheck;
+pub mod device;
 pub mod eval;
 pub mod hub;
 pub mod io;
@@ -33,6 +38,7 @@ pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod plot;
+pub mod progress;
 pub mod rng;
 pub mod sweep;
 pub mod train;

@@ -7,8 +7,8 @@
 use candle_core::{Device, Tensor};
 use moco_harness::config::{DictionaryMode, HeadKind, RunConfig};
 use moco_harness::io::checkpoint::{Checkpoint, HostTensor};
+use moco_harness::model::load::store_from_checkpoint;
 use moco_harness::model::ParamStore;
-use moco_harness::train::state::store_from_checkpoint;
 use moco_harness::train::{Learner, StepChoices};
 use std::path::Path;
 
@@ -75,10 +75,10 @@ fn two_moco_steps_match_pytorch_algorithm_1() {
     let lr: f64 = ck.metadata["lr"].parse().unwrap();
     let mut learner = Learner::new(&cfg, 16, &Device::Cpu).unwrap();
     store_from_checkpoint(&learner.q_store, "init.encoder_q.", &ck, path).unwrap();
-    let k_store = learner.key.as_ref().unwrap().0.clone();
+    let k_store = learner.key_store().unwrap().clone();
     store_from_checkpoint(&k_store, "init.encoder_k.", &ck, path).unwrap();
     {
-        let q = learner.queue.as_mut().unwrap();
+        let q = learner.queue_mut().unwrap();
         q.keys = tensor(&ck, "init.queue").t().unwrap().contiguous().unwrap(); // (C, K) → (K, C)
         q.ptr = ints(&ck, "init.queue_ptr")[0] as usize;
     }
@@ -95,7 +95,7 @@ fn two_moco_steps_match_pytorch_algorithm_1() {
     }
     assert_store(&learner.q_store, &ck, "expected.encoder_q.");
     assert_store(&k_store, &ck, "expected.encoder_k.");
-    let q = learner.queue.as_ref().unwrap();
+    let q = learner.queue().unwrap();
     assert!(rel_err(&q.keys.t().unwrap(), &tensor(&ck, "expected.queue")) < 1e-4);
     assert_eq!(q.ptr, ints(&ck, "expected.queue_ptr")[0] as usize);
 }

@@ -3,7 +3,7 @@
 
 use crate::util::tiny_config;
 use moco_harness::config::DictionaryMode;
-use moco_harness::sweep::results::read_csv;
+use moco_harness::io::table::read_csv;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -3,12 +3,13 @@
 
 use crate::util::{deterministic_columns, tiny_config, valid};
 use candle_core::Device;
-use moco_harness::cli::{config_from_checkpoint, encoder_from_checkpoint};
 use moco_harness::config::DictionaryMode;
+use moco_harness::config::Override;
 use moco_harness::data;
+use moco_harness::eval::knn_eval;
 use moco_harness::io::checkpoint::Checkpoint;
 use moco_harness::io::run_dir::{read_metrics, RunDir, RunStatus, RunSummary};
-use moco_harness::train::run::knn_eval;
+use moco_harness::model::load::encoder_from_checkpoint;
 use moco_harness::train::{train, TrainOptions};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -70,9 +71,9 @@ fn checkpoint_round_trip_reproduces_knn() {
     let s = run(&cfg, dir.path());
     let path = RunDir::new(dir.path()).checkpoint();
     let ck = Checkpoint::load(&path).unwrap();
-    let cfg2 = config_from_checkpoint(&ck, &path, &[]).unwrap();
+    let cfg2 = ck.run_config(&path, &[]).unwrap();
     assert_eq!(*cfg2, *cfg);
-    let enc = encoder_from_checkpoint(&ck, &cfg2, &Device::Cpu).unwrap();
+    let enc = encoder_from_checkpoint(&ck, &path, &cfg2, &Device::Cpu).unwrap();
     let splits = data::load(&cfg2.data, cfg2.seed).unwrap();
     let knn = knn_eval(&enc, &splits, &cfg2, &Device::Cpu, false).unwrap();
     assert_eq!(Some(knn), s.knn_top1);
@@ -201,19 +202,14 @@ fn linear_protocol_fits_frozen_features() {
     run(&cfg, dir.path());
     let path = RunDir::new(dir.path()).checkpoint();
     let ck = Checkpoint::load(&path).unwrap();
-    let cfg = config_from_checkpoint(
-        &ck,
-        &path,
-        &[
-            "eval.linear.epochs=40".into(),
-            "eval.linear.milestones=[30]".into(),
-            "eval.linear.batch_size=32".into(),
-        ],
-    )
-    .unwrap();
-    let enc = encoder_from_checkpoint(&ck, &cfg, &Device::Cpu).unwrap();
+    let set: Vec<Override> = ["eval.linear.epochs=40", "eval.linear.milestones=[30]", "eval.linear.batch_size=32"]
+        .into_iter()
+        .map(|s| Override::parse(s).unwrap())
+        .collect();
+    let cfg = ck.run_config(&path, &set).unwrap();
+    let enc = encoder_from_checkpoint(&ck, &path, &cfg, &Device::Cpu).unwrap();
     let splits = data::load(&cfg.data, cfg.seed).unwrap();
-    let input = moco_harness::train::run::eval_input(&cfg);
+    let input = moco_harness::eval::eval_input(&cfg);
     let r = moco_harness::eval::linear::linear_protocol(
         &enc,
         &splits.train,

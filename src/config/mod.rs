@@ -10,8 +10,8 @@
 mod overrides;
 mod validate;
 
-pub use overrides::{apply_override, parse_override, OverrideError};
-pub use validate::{effective_len, parse_device, ConfigError, DeviceRequest, ValidRunConfig};
+pub use overrides::{apply_override, apply_overrides, parse_override, Override, OverrideError};
+pub use validate::{check_pretrain_split, check_train_images, effective_len, parse_device, ConfigError, DeviceRequest, ValidRunConfig};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -399,6 +399,11 @@ pub struct TrainConfig {
     pub milestones: Vec<usize>,
     /// Linear warm-up length in epochs (0 = none).
     pub warmup_epochs: f64,
+    /// Weights to start from (`moco train --init`): a checkpoint file or
+    /// `hf://NAMESPACE/NAME[@REVISION]`. Part of the run's record, so a run resumed before its
+    /// first checkpoint starts from these weights again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<String>,
 }
 
 impl Default for TrainConfig {
@@ -414,6 +419,7 @@ impl Default for TrainConfig {
             schedule: ScheduleKind::Cosine,
             milestones: vec![120, 160],
             warmup_epochs: 0.0,
+            init: None,
         }
     }
 }
@@ -528,6 +534,50 @@ pub enum LoadError {
     Override(#[from] OverrideError),
 }
 
+/// Every dotted key whose value differs between two configs: (key, value in `a`, value in
+/// `b`), values as TOML; a key present in one only is shown as `(unset)` in the other.
+pub fn changed_keys(a: &RunConfig, b: &RunConfig) -> Vec<(String, String, String)> {
+    fn flatten(prefix: &str, t: &toml::Table, out: &mut std::collections::BTreeMap<String, String>) {
+        for (k, v) in t {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            match v {
+                toml::Value::Table(inner) => flatten(&key, inner, out),
+                other => {
+                    out.insert(key, other.to_string());
+                }
+            }
+        }
+    }
+    let table = |c: &RunConfig| {
+        let mut out = std::collections::BTreeMap::new();
+        let t: toml::Table = toml::from_str(&c.to_toml()).expect("to_toml is TOML");
+        flatten("", &t, &mut out);
+        out
+    };
+    let (ta, tb) = (table(a), table(b));
+    let keys: std::collections::BTreeSet<&String> = ta.keys().chain(tb.keys()).collect();
+    let unset = || "(unset)".to_string();
+    keys.into_iter()
+        .filter(|k| ta.get(*k) != tb.get(*k))
+        .map(|k| {
+            (
+                k.clone(),
+                ta.get(k).cloned().unwrap_or_else(unset),
+                tb.get(k).cloned().unwrap_or_else(unset),
+            )
+        })
+        .collect()
+}
+
+/// `origin`, followed by the overrides applied to it (for error messages).
+pub fn with_overrides(origin: String, overrides: &[Override]) -> String {
+    if overrides.is_empty() {
+        return origin;
+    }
+    let set: Vec<String> = overrides.iter().map(|o| o.to_string()).collect();
+    format!("{origin} with --set {}", set.join(" "))
+}
+
 impl RunConfig {
     /// Parse a TOML document; `origin` names it in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> Result<Self, LoadError> {
@@ -539,6 +589,12 @@ impl RunConfig {
 
     /// Read a TOML file, apply `key=value` overrides, deserialize.
     pub fn load(path: Option<&Path>, overrides: &[String]) -> Result<Self, LoadError> {
+        let parsed = overrides.iter().map(|o| Override::parse(o)).collect::<Result<Vec<_>, _>>()?;
+        Self::load_overridden(path, &parsed)
+    }
+
+    /// Read a TOML file (or start from the defaults), apply parsed overrides, deserialize.
+    pub fn load_overridden(path: Option<&Path>, overrides: &[Override]) -> Result<Self, LoadError> {
         let (mut value, origin) = match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| LoadError::Io {
@@ -553,16 +609,8 @@ impl RunConfig {
             }
             None => (toml::Table::new(), "built-in defaults".to_string()),
         };
-        for o in overrides {
-            let (key, val) = parse_override(o)?;
-            apply_override(&mut value, &key, val)?;
-        }
-        let origin = if overrides.is_empty() {
-            origin
-        } else {
-            format!("{origin} with --set {}", overrides.join(" "))
-        };
-        Self::from_table(value, &origin)
+        apply_overrides(&mut value, overrides)?;
+        Self::from_table(value, &with_overrides(origin, overrides))
     }
 
     /// Deserialize from a TOML table.

@@ -21,6 +21,45 @@ pub enum OverrideError {
     },
 }
 
+/// One `key.path=value` override, parsed once (from `--set`, a sweep point, or a command-line
+/// flag such as `--device` that sets a config key).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Override {
+    /// Dotted key, e.g. `moco.momentum`.
+    pub key: String,
+    /// The value to put there.
+    pub value: toml::Value,
+}
+
+impl Override {
+    /// Parse `key=value` (the value as TOML, else a bare string).
+    pub fn parse(arg: &str) -> Result<Self, OverrideError> {
+        parse_override(arg).map(|(key, value)| Self { key, value })
+    }
+
+    /// An override of `key` with a string value (a flag's argument).
+    pub fn string(key: &str, value: &str) -> Self {
+        Self {
+            key: key.into(),
+            value: toml::Value::String(value.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Override {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.key, self.value)
+    }
+}
+
+/// Apply overrides in order (the last one of a key wins).
+pub fn apply_overrides(table: &mut toml::Table, overrides: &[Override]) -> Result<(), OverrideError> {
+    for o in overrides {
+        apply_override(table, &o.key, o.value.clone())?;
+    }
+    Ok(())
+}
+
 /// Split `a.b=value` into the key and a TOML value.
 pub fn parse_override(arg: &str) -> Result<(String, toml::Value), OverrideError> {
     let (key, raw) = arg.split_once('=').ok_or_else(|| OverrideError::NoEquals(arg.into()))?;

@@ -1,7 +1,7 @@
 //! Every rule of a run, checked once before anything runs (the official code `assert`s
 //! some of them mid-run). Training functions take only a [`ValidRunConfig`].
 
-use super::{DataSource, DictionaryMode, PretrainSplit, RunConfig};
+use super::{AugmentConfig, DataConfig, DataSource, DictionaryMode, PretrainSplit, RunConfig};
 use std::path::PathBuf;
 
 /// A config rule that does not hold; each variant names the key and the bad value.
@@ -11,7 +11,7 @@ pub enum ConfigError {
     #[error("moco.momentum must be in [0, 1], got {0}")]
     Momentum(f64),
     /// τ ≤ 0 or not finite.
-    #[error("moco.temperature must be > 0, got {0}")]
+    #[error("moco.temperature must be finite and > 0, got {0}")]
     Temperature(f64),
     /// K not a multiple of the batch in `moco` mode.
     #[error("dictionary.size ({size}) must be a multiple of train.batch_size ({batch}) in moco mode")]
@@ -26,6 +26,14 @@ pub enum ConfigError {
     ZeroSize {
         /// Mode name.
         mode: &'static str,
+    },
+    /// A batch larger than the training set.
+    #[error("train.batch_size ({batch}) exceeds the number of training images ({images})")]
+    BatchTooLarge {
+        /// Batch size.
+        batch: usize,
+        /// Training set size.
+        images: usize,
     },
     /// Memory bank asked for more negatives than images.
     #[error("dictionary.size ({size}) exceeds the number of training images ({images}) in memory_bank mode")]
@@ -81,9 +89,9 @@ pub enum ConfigError {
     BadRange {
         /// Key.
         key: &'static str,
-        /// Min.
+        /// Lower end given.
         min: f64,
-        /// Max.
+        /// Upper end given.
         max: f64,
     },
     /// Dataset folder missing.
@@ -186,163 +194,208 @@ fn increasing(key: &'static str, value: &[usize]) -> Result<(), ConfigError> {
 impl RunConfig {
     /// Check every rule; the first broken one is returned.
     pub fn validate(self) -> Result<ValidRunConfig, ConfigError> {
-        let c = &self;
-        let m = c.moco.momentum;
-        if !(0.0..=1.0).contains(&m) || m.is_nan() {
-            return Err(ConfigError::Momentum(m));
-        }
-        if !(c.moco.temperature.is_finite() && c.moco.temperature > 0.0) {
-            return Err(ConfigError::Temperature(c.moco.temperature));
-        }
-        let batch = c.train.batch_size;
-        if batch < 2 {
-            return Err(ConfigError::BatchSize(batch));
-        }
-        let splits = c.model.bn_splits;
-        if splits == 0 || !batch.is_multiple_of(splits) {
-            return Err(ConfigError::BnSplits { batch, splits });
-        }
-        if batch / splits < 2 {
-            return Err(ConfigError::BnGroupTooSmall(batch / splits));
-        }
-        let k = c.dictionary.size;
-        match c.dictionary.mode {
-            DictionaryMode::Moco => {
-                if k == 0 {
-                    return Err(ConfigError::ZeroSize { mode: "moco" });
-                }
-                if !k.is_multiple_of(batch) {
-                    return Err(ConfigError::QueueNotMultiple { size: k, batch });
-                }
-            }
-            DictionaryMode::MemoryBank => {
-                if k == 0 {
-                    return Err(ConfigError::ZeroSize { mode: "memory_bank" });
-                }
-                let bm = c.dictionary.bank_momentum;
-                if !(0.0..1.0).contains(&bm) || bm.is_nan() {
-                    return Err(ConfigError::BankMomentum(bm));
-                }
-                if c.data.source == DataSource::Synthetic {
-                    let images = effective_len(c.data.synthetic_train, c.data.train_limit);
-                    if k > images {
-                        return Err(ConfigError::BankTooSmall { size: k, images });
-                    }
-                }
-            }
-            DictionaryMode::EndToEnd => {}
-        }
-        positive("train.lr", c.train.lr)?;
-        positive("eval.knn_t", c.eval.knn_t)?;
-        positive("eval.linear.lr", c.eval.linear.lr)?;
-        for (key, v) in [
-            ("train.sgd_momentum", c.train.sgd_momentum),
-            ("eval.linear.sgd_momentum", c.eval.linear.sgd_momentum),
-        ] {
-            probability(key, Some(v))?;
-        }
-        for (key, v) in [
-            ("train.weight_decay", c.train.weight_decay),
-            ("train.warmup_epochs", c.train.warmup_epochs),
-            ("eval.linear.weight_decay", c.eval.linear.weight_decay),
-        ] {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(ConfigError::Negative { key, value: v });
-            }
-        }
-        for (key, v) in [
-            ("train.epochs", c.train.epochs),
-            ("model.width", c.model.width),
-            ("model.feature_dim", c.model.feature_dim),
-            ("eval.knn_k", c.eval.knn_k),
-            ("eval.linear.epochs", c.eval.linear.epochs),
-            ("eval.linear.batch_size", c.eval.linear.batch_size),
-            ("data.prefetch", c.data.prefetch),
-        ] {
-            if v == 0 {
-                return Err(ConfigError::NotPositive { key, value: 0.0 });
-            }
-        }
-        if c.train.max_steps == Some(0) {
-            return Err(ConfigError::NotPositive {
-                key: "train.max_steps",
-                value: 0.0,
-            });
-        }
-        if c.train.lr_reference_batch == Some(0) {
-            return Err(ConfigError::NotPositive {
-                key: "train.lr_reference_batch",
-                value: 0.0,
-            });
-        }
-        increasing("train.milestones", &c.train.milestones)?;
-        increasing("eval.linear.milestones", &c.eval.linear.milestones)?;
-        for (i, s) in c.data.std.iter().enumerate() {
-            positive(["data.std[0]", "data.std[1]", "data.std[2]"][i], *s)?;
-        }
-        if c.data.image_size < 8 {
-            return Err(ConfigError::ImageSize(c.data.image_size));
-        }
-        let a = &c.augment;
-        range("augment.crop_scale", a.crop_scale, 1.0)?;
-        range("augment.blur_sigma", a.blur_sigma, f64::INFINITY)?;
-        for (key, v) in [
-            ("augment.jitter_p", a.jitter_p),
-            ("augment.grayscale_p", a.grayscale_p),
-            ("augment.blur_p", a.blur_p),
-            ("augment.flip_p", a.flip_p),
-        ] {
-            probability(key, v)?;
-        }
-        if let Some(j) = a.jitter {
-            for (i, v) in j.iter().enumerate() {
-                let key = ["augment.jitter[0]", "augment.jitter[1]", "augment.jitter[2]", "augment.jitter[3]"][i];
-                if !(v.is_finite() && *v >= 0.0) || (i == 3 && *v > 0.5) {
-                    return Err(ConfigError::NotProbability { key, value: *v });
-                }
-            }
-        }
-        parse_device(&c.device)?;
-        if c.data.pretrain_split != PretrainSplit::Train && c.data.source != DataSource::Stl10 {
-            return Err(ConfigError::PretrainSplit {
-                split: c.data.pretrain_split.as_str(),
-                source_name: c.data.source.as_str(),
-            });
-        }
-        match c.data.source {
-            DataSource::Synthetic => {
-                if !(2..=10).contains(&c.data.synthetic_classes) {
-                    return Err(ConfigError::SyntheticClasses(c.data.synthetic_classes));
-                }
-                if c.data.synthetic_train == 0 || c.data.synthetic_test == 0 {
-                    return Err(ConfigError::NotPositive {
-                        key: "data.synthetic_train",
-                        value: 0.0,
-                    });
-                }
-            }
-            src => {
-                let name = src.as_str();
-                if c.data.path.as_os_str().is_empty() {
-                    return Err(ConfigError::NoDatasetPath(name));
-                }
-                if !c.data.path.exists() {
-                    return Err(ConfigError::MissingDataset {
-                        path: c.data.path.clone(),
-                        source_name: name,
-                    });
-                }
-                let unlabeled = c.data.path.join("unlabeled_X.bin");
-                if c.data.pretrain_split != PretrainSplit::Train && !unlabeled.exists() {
-                    return Err(ConfigError::NoUnlabeled {
-                        split: c.data.pretrain_split.as_str(),
-                        path: unlabeled,
-                    });
-                }
-            }
-        }
+        check_moco(&self)?;
+        check_batch_and_dictionary(&self)?;
+        check_numbers(&self)?;
+        check_augment(&self.augment)?;
+        check_data(&self)?;
         Ok(ValidRunConfig(self))
     }
+}
+
+/// The rules that need the size of the training set, known once the dataset is read (and from
+/// the config alone for the built-in dataset): a batch fits in it, and so do the memory bank's
+/// K negatives.
+pub fn check_train_images(c: &RunConfig, images: usize) -> Result<(), ConfigError> {
+    if c.dictionary.mode == DictionaryMode::MemoryBank && c.dictionary.size > images {
+        return Err(ConfigError::BankTooSmall {
+            size: c.dictionary.size,
+            images,
+        });
+    }
+    if c.train.batch_size > images {
+        return Err(ConfigError::BatchTooLarge {
+            batch: c.train.batch_size,
+            images,
+        });
+    }
+    Ok(())
+}
+
+/// Only STL-10 has unlabeled images to pre-train on.
+pub fn check_pretrain_split(d: &DataConfig) -> Result<(), ConfigError> {
+    if d.pretrain_split != PretrainSplit::Train && d.source != DataSource::Stl10 {
+        return Err(ConfigError::PretrainSplit {
+            split: d.pretrain_split.as_str(),
+            source_name: d.source.as_str(),
+        });
+    }
+    Ok(())
+}
+
+fn check_moco(c: &RunConfig) -> Result<(), ConfigError> {
+    let m = c.moco.momentum;
+    if !(0.0..=1.0).contains(&m) || m.is_nan() {
+        return Err(ConfigError::Momentum(m));
+    }
+    if !(c.moco.temperature.is_finite() && c.moco.temperature > 0.0) {
+        return Err(ConfigError::Temperature(c.moco.temperature));
+    }
+    Ok(())
+}
+
+fn check_batch_and_dictionary(c: &RunConfig) -> Result<(), ConfigError> {
+    let batch = c.train.batch_size;
+    if batch < 2 {
+        return Err(ConfigError::BatchSize(batch));
+    }
+    let splits = c.model.bn_splits;
+    if splits == 0 || !batch.is_multiple_of(splits) {
+        return Err(ConfigError::BnSplits { batch, splits });
+    }
+    if batch / splits < 2 {
+        return Err(ConfigError::BnGroupTooSmall(batch / splits));
+    }
+    let k = c.dictionary.size;
+    match c.dictionary.mode {
+        DictionaryMode::Moco => {
+            if k == 0 {
+                return Err(ConfigError::ZeroSize { mode: "moco" });
+            }
+            if !k.is_multiple_of(batch) {
+                return Err(ConfigError::QueueNotMultiple { size: k, batch });
+            }
+        }
+        DictionaryMode::MemoryBank => {
+            if k == 0 {
+                return Err(ConfigError::ZeroSize { mode: "memory_bank" });
+            }
+            let bm = c.dictionary.bank_momentum;
+            if !(0.0..1.0).contains(&bm) || bm.is_nan() {
+                return Err(ConfigError::BankMomentum(bm));
+            }
+        }
+        DictionaryMode::EndToEnd => {}
+    }
+    if c.data.source == DataSource::Synthetic {
+        check_train_images(c, effective_len(c.data.synthetic_train, c.data.train_limit))?;
+    }
+    Ok(())
+}
+
+fn check_numbers(c: &RunConfig) -> Result<(), ConfigError> {
+    positive("train.lr", c.train.lr)?;
+    positive("eval.knn_t", c.eval.knn_t)?;
+    positive("eval.linear.lr", c.eval.linear.lr)?;
+    for (key, v) in [
+        ("train.sgd_momentum", c.train.sgd_momentum),
+        ("eval.linear.sgd_momentum", c.eval.linear.sgd_momentum),
+    ] {
+        probability(key, Some(v))?;
+    }
+    for (key, v) in [
+        ("train.weight_decay", c.train.weight_decay),
+        ("train.warmup_epochs", c.train.warmup_epochs),
+        ("eval.linear.weight_decay", c.eval.linear.weight_decay),
+    ] {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(ConfigError::Negative { key, value: v });
+        }
+    }
+    for (key, v) in [
+        ("train.epochs", c.train.epochs),
+        ("model.width", c.model.width),
+        ("model.feature_dim", c.model.feature_dim),
+        ("eval.knn_k", c.eval.knn_k),
+        ("eval.linear.epochs", c.eval.linear.epochs),
+        ("eval.linear.batch_size", c.eval.linear.batch_size),
+        ("data.prefetch", c.data.prefetch),
+    ] {
+        if v == 0 {
+            return Err(ConfigError::NotPositive { key, value: 0.0 });
+        }
+    }
+    if c.train.max_steps == Some(0) {
+        return Err(ConfigError::NotPositive {
+            key: "train.max_steps",
+            value: 0.0,
+        });
+    }
+    if c.train.lr_reference_batch == Some(0) {
+        return Err(ConfigError::NotPositive {
+            key: "train.lr_reference_batch",
+            value: 0.0,
+        });
+    }
+    increasing("train.milestones", &c.train.milestones)?;
+    increasing("eval.linear.milestones", &c.eval.linear.milestones)?;
+    for (i, s) in c.data.std.iter().enumerate() {
+        positive(["data.std[0]", "data.std[1]", "data.std[2]"][i], *s)?;
+    }
+    if c.data.image_size < 8 {
+        return Err(ConfigError::ImageSize(c.data.image_size));
+    }
+    Ok(())
+}
+
+fn check_augment(a: &AugmentConfig) -> Result<(), ConfigError> {
+    range("augment.crop_scale", a.crop_scale, 1.0)?;
+    range("augment.blur_sigma", a.blur_sigma, f64::INFINITY)?;
+    for (key, v) in [
+        ("augment.jitter_p", a.jitter_p),
+        ("augment.grayscale_p", a.grayscale_p),
+        ("augment.blur_p", a.blur_p),
+        ("augment.flip_p", a.flip_p),
+    ] {
+        probability(key, v)?;
+    }
+    if let Some(j) = a.jitter {
+        for (i, v) in j.iter().enumerate() {
+            let key = ["augment.jitter[0]", "augment.jitter[1]", "augment.jitter[2]", "augment.jitter[3]"][i];
+            if !(v.is_finite() && *v >= 0.0) || (i == 3 && *v > 0.5) {
+                return Err(ConfigError::NotProbability { key, value: *v });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_data(c: &RunConfig) -> Result<(), ConfigError> {
+    parse_device(&c.device)?;
+    check_pretrain_split(&c.data)?;
+    match c.data.source {
+        DataSource::Synthetic => {
+            if !(2..=10).contains(&c.data.synthetic_classes) {
+                return Err(ConfigError::SyntheticClasses(c.data.synthetic_classes));
+            }
+            if c.data.synthetic_train == 0 || c.data.synthetic_test == 0 {
+                return Err(ConfigError::NotPositive {
+                    key: "data.synthetic_train",
+                    value: 0.0,
+                });
+            }
+        }
+        src => {
+            let name = src.as_str();
+            if c.data.path.as_os_str().is_empty() {
+                return Err(ConfigError::NoDatasetPath(name));
+            }
+            if !c.data.path.exists() {
+                return Err(ConfigError::MissingDataset {
+                    path: c.data.path.clone(),
+                    source_name: name,
+                });
+            }
+            let unlabeled = c.data.path.join("unlabeled_X.bin");
+            if c.data.pretrain_split != PretrainSplit::Train && !unlabeled.exists() {
+                return Err(ConfigError::NoUnlabeled {
+                    split: c.data.pretrain_split.as_str(),
+                    path: unlabeled,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Number of images used from a set of `n` with limit `limit` (0 = all).

@@ -117,6 +117,9 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// The data config breaks a rule (when not validated before).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// Label of an image that has none (STL-10's unlabeled split). Such images appear only in the
@@ -146,10 +149,12 @@ pub struct Splits {
 pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
     let mut splits = match cfg.source {
         DataSource::Synthetic => synthetic::generate(cfg, seed),
-        DataSource::ImageFolder => Splits {
-            train: folder::load_image_folder(&cfg.path.join("train"))?,
-            test: folder::load_image_folder(&cfg.path.join("test"))?,
-        },
+        DataSource::ImageFolder => {
+            let train = folder::load_image_folder(&cfg.path.join("train"))?;
+            let mut test = folder::load_image_folder(&cfg.path.join("test"))?;
+            align_classes(&train, &mut test, &cfg.path.join("test"))?;
+            Splits { train, test }
+        }
         DataSource::CifarBin => cifar::load_cifar_bin(&cfg.path)?,
         DataSource::Stl10 => stl10::load_stl10_bin(&cfg.path)?,
     };
@@ -164,6 +169,32 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
     Ok(splits)
 }
 
+/// Give the test split the training split's labels, by class name: a test class that the
+/// training split lacks is an error (it could never be predicted, and its images would be
+/// scored as wrong without a word).
+fn align_classes(train: &ImageSet, test: &mut ImageSet, test_root: &std::path::Path) -> Result<(), DataError> {
+    let mut map = Vec::with_capacity(test.classes.len());
+    for name in &test.classes {
+        match train.classes.iter().position(|c| c == name) {
+            Some(i) => map.push(i as u32),
+            None => {
+                return Err(DataError::Layout {
+                    path: test_root.join(name),
+                    message: format!(
+                        "class {name:?} is not in train/ (whose {} classes are the labels)",
+                        train.classes.len()
+                    ),
+                })
+            }
+        }
+    }
+    for l in &mut test.labels {
+        *l = map[*l as usize];
+    }
+    test.classes = train.classes.clone();
+    Ok(())
+}
+
 /// The images the self-supervised step trains on, per `data.pretrain_split`: the labelled
 /// `splits.train` (`train`, every source), or for STL-10 the first `data.train_limit` images
 /// (0 = all) of `unlabeled_X.bin` (`unlabeled`), or both (`train+unlabeled`, train first).
@@ -172,15 +203,7 @@ pub fn pretrain_set(cfg: &DataConfig, splits: &Splits) -> Result<ImageSet, DataE
     if cfg.pretrain_split == PretrainSplit::Train {
         return Ok(splits.train.clone());
     }
-    if cfg.source != DataSource::Stl10 {
-        return Err(DataError::Layout {
-            path: cfg.path.clone(),
-            message: format!(
-                "data.pretrain_split = {:?} needs data.source = \"stl10\" (the only source with unlabeled images)",
-                cfg.pretrain_split.as_str()
-            ),
-        });
-    }
+    crate::config::check_pretrain_split(cfg)?;
     let unlabeled = stl10::load_unlabeled(&cfg.path, cfg.train_limit)?;
     Ok(match cfg.pretrain_split {
         PretrainSplit::Unlabeled => unlabeled,

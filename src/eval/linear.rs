@@ -11,9 +11,9 @@ use crate::data::augment::AugmentParams;
 use crate::data::loader::{epoch_order, make_batch, PipelineSpec};
 use crate::data::ImageSet;
 use crate::model::{BnMode, Encoder};
-use crate::rng::{stream, Purpose};
 use crate::nn::loss::cross_entropy;
 use crate::nn::optim::Sgd;
+use crate::rng::{stream, Purpose};
 use candle_core::{Device, Result, Tensor, Var, D};
 use rand_distr::{Distribution, Normal};
 
@@ -109,4 +109,54 @@ pub fn linear_protocol(
         top1: 100.0 * correct as f64 / test.len().max(1) as f64,
         train_loss,
     })
+}
+
+#[cfg(test)]
+mod golden_tmp {
+    use super::*;
+    use crate::config::{DataSource, RunConfig};
+    use crate::model::ParamStore;
+    #[test]
+    fn golden_dump() {
+        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
+        let mut out = String::new();
+        for feats in [LinearFeatures::Cached, LinearFeatures::Augmented] {
+            let mut c = RunConfig::default();
+            c.seed = 7;
+            c.data.source = DataSource::Synthetic;
+            c.data.image_size = 16;
+            c.data.synthetic_train = 40;
+            c.data.synthetic_test = 20;
+            c.data.synthetic_classes = 4;
+            c.model.width = 4;
+            c.model.feature_dim = 16;
+            c.model.bn_splits = 2;
+            c.eval.linear.epochs = 3;
+            c.eval.linear.milestones = vec![1, 2];
+            c.eval.linear.batch_size = 16;
+            c.eval.linear.features = feats;
+            c.train.batch_size = 16;
+            c.dictionary.size = 32;
+            let cfg = c.validate().unwrap();
+            let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
+            let store = ParamStore::new(&Device::Cpu);
+            let enc = Encoder::new(&cfg.model, &store, cfg.seed).unwrap();
+            let input = crate::eval::eval_input(&cfg);
+            let mut prog = Vec::new();
+            let r = linear_protocol(
+                &enc,
+                &splits.train,
+                &splits.test,
+                input,
+                &cfg.eval.linear,
+                cfg.seed,
+                &Device::Cpu,
+                |e, l| prog.push((e, l.to_bits())),
+            )
+            .unwrap();
+            out += &format!("{:?} {} {} {:?}\n", feats, r.top1.to_bits(), r.train_loss.to_bits(), prog);
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/linear.txt"), out).unwrap();
+    }
 }

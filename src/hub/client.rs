@@ -5,11 +5,12 @@
 //! real Hub requires; text files inline in the same commit.
 
 use super::export::{export_run, CardOptions, Exported};
-use super::{split_repo, HubRef};
-use anyhow::{anyhow, Context, Result};
+use super::{split_repo, HubError, HubRef};
 use hf_hub::repository::CommitOperation;
 use hf_hub::{HFClientBuilder, HFClientSync, HFError, HFRepositorySync, RepoTypeModel};
 use std::path::{Path, PathBuf};
+
+type Result<T> = std::result::Result<T, HubError>;
 
 /// What `moco push` does.
 #[derive(Debug, Clone, Default)]
@@ -43,16 +44,14 @@ pub struct PushReport {
 
 /// A blocking client from the environment (endpoint, token, cache dir), and its endpoint.
 pub fn client() -> Result<(HFClientSync, String)> {
-    let inner = HFClientBuilder::new()
-        .build()
-        .map_err(|e| anyhow!("cannot set up the Hub client: {e}"))?;
+    let inner = HFClientBuilder::new().build().map_err(|e| HubError::Client(e.to_string()))?;
     let endpoint = inner.endpoint().to_string();
-    let sync = HFClientSync::from_inner(inner).map_err(|e| anyhow!("cannot set up the Hub client: {e}"))?;
+    let sync = HFClientSync::from_inner(inner).map_err(|e| HubError::Client(e.to_string()))?;
     Ok((sync, endpoint))
 }
 
 /// Turn an hf-hub error into a message that says what to do; never includes the token.
-fn explain(e: HFError, what: &str, repo: &str, endpoint: &str) -> anyhow::Error {
+fn explain(e: HFError, what: &str, repo: &str, endpoint: &str) -> HubError {
     let hint = match &e {
         HFError::AuthRequired { .. } => {
             "; the Hub did not accept the token: set HF_TOKEN (or run `hf auth login`) to a token with write access to this namespace"
@@ -62,7 +61,13 @@ fn explain(e: HFError, what: &str, repo: &str, endpoint: &str) -> anyhow::Error 
         HFError::RevisionNotFound { .. } => "; check --revision",
         _ => "",
     };
-    anyhow!("{what} {repo} at {endpoint} failed: {e}{hint}")
+    HubError::Request {
+        what: what.into(),
+        repo: repo.into(),
+        endpoint: endpoint.into(),
+        message: e.to_string(),
+        hint,
+    }
 }
 
 fn repo_handle(c: &HFClientSync, repo: &str) -> Result<HFRepositorySync<RepoTypeModel>> {
@@ -85,7 +90,7 @@ fn staging_dir() -> Result<PathBuf> {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("moco-push-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
     Ok(dir)
 }
 
@@ -180,12 +185,8 @@ pub fn fetch_file(r: &HubRef, file: &str) -> Result<PathBuf> {
         .filename(file)
         .maybe_revision(r.revision.clone())
         .send()
-        .map_err(|e| explain(e, &format!("downloading {file} of"), &r.repo, &ep))
-        .with_context(|| {
-            format!(
-                "hf://{}{}",
-                r.repo,
-                r.revision.as_deref().map(|v| format!("@{v}")).unwrap_or_default()
-            )
+        .map_err(|e| {
+            let at = r.revision.as_deref().map(|v| format!("@{v}")).unwrap_or_default();
+            explain(e, &format!("hf://{}{at}: downloading {file} of", r.repo), &r.repo, &ep)
         })
 }

@@ -9,21 +9,17 @@
 //! metrics.csv         the run's per-epoch metrics, as written by `moco train`
 //! ```
 //!
-//! [`normalize_exported`] turns an exported `model.safetensors` back into the run-checkpoint
+//! `io::checkpoint::Checkpoint::load_any` reads such a file back into the run-checkpoint
 //! naming (`encoder_q.` prefix), so `moco eval`, `moco embed` and `--init` read both.
 
+use super::HubError;
 use crate::config::{DataSource, RunConfig, Stem};
 use crate::io::atomic::write_atomic;
-use crate::io::checkpoint::Checkpoint;
+use crate::io::checkpoint::{Checkpoint, EXPORT_MARK, Q_PREFIX};
 use crate::io::run_dir::{read_metrics, RunDir, RunSummary};
-use anyhow::{bail, Context, Result};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Metadata key marking an exported encoder (value: the prefix it was taken from).
-pub const EXPORT_MARK: &str = "moco_export";
-/// Prefix of the query encoder in a run checkpoint.
-const Q_PREFIX: &str = "encoder_q.";
+type Result<T> = std::result::Result<T, HubError>;
 
 /// What [`export_run`] wrote.
 #[derive(Debug, Clone)]
@@ -56,16 +52,16 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
     let rd = RunDir::new(run_dir);
     let ck_path = rd.checkpoint();
     if !ck_path.exists() {
-        bail!(
-            "{}: no checkpoint.safetensors (not a run directory, or the run has not finished an epoch)",
-            run_dir.display()
-        );
+        return Err(HubError::Export {
+            path: run_dir.into(),
+            message: "no checkpoint.safetensors (not a run directory, or the run has not finished an epoch)".into(),
+        });
     }
     let ck = Checkpoint::load(&ck_path)?;
-    let cfg = crate::cli::config_from_checkpoint(&ck, &ck_path, &[])?;
-    let config_text = ck.metadata["config"].clone(); // present: config_from_checkpoint read it
+    let cfg = ck.run_config(&ck_path, &[])?;
+    let config_text = ck.metadata["config"].clone(); // present: run_config read it
     let summary = RunSummary::load(&rd.summary()).ok();
-    let metrics = read_metrics(&rd.metrics()).map_err(anyhow::Error::msg)?;
+    let metrics = read_metrics(&rd.metrics())?;
     let knn_top1 = summary
         .as_ref()
         .and_then(|s| s.knn_top1)
@@ -81,7 +77,10 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
         }
     }
     if model.tensors.is_empty() {
-        bail!("{}: no encoder_q.* tensors", ck_path.display());
+        return Err(HubError::Export {
+            path: ck_path,
+            message: "no encoder_q.* tensors".into(),
+        });
     }
     let metrics_json = serde_json::json!({
         "knn_top1": knn_top1,
@@ -103,11 +102,10 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
         }
     }
 
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(HubError::io(out))?;
     model.save(&out.join("model.safetensors"))?;
-    let config_json = serde_json::to_string_pretty(&config_json(&cfg, &epoch))? + "\n";
-    write_atomic(&out.join("config.json"), config_json.as_bytes())
-        .with_context(|| format!("writing {}", out.join("config.json").display()))?;
+    let config_json = serde_json::to_string_pretty(&config_json(&cfg, &epoch)).expect("JSON values serialize") + "\n";
+    write_atomic(&out.join("config.json"), config_json.as_bytes()).map_err(HubError::io(out.join("config.json")))?;
     let exported = Exported {
         dir: out.to_path_buf(),
         files: vec![
@@ -121,14 +119,14 @@ pub fn export_run(run_dir: &Path, out: &Path, card: &CardOptions) -> Result<Expo
         epoch: epoch.clone(),
     };
     let card_text = model_card(&cfg, summary.as_ref(), &exported, card);
-    write_atomic(&out.join("README.md"), card_text.as_bytes()).with_context(|| format!("writing {}", out.join("README.md").display()))?;
+    write_atomic(&out.join("README.md"), card_text.as_bytes()).map_err(HubError::io(out.join("README.md")))?;
     let metrics_src = rd.metrics();
     let metrics_bytes = if metrics_src.exists() {
-        std::fs::read(&metrics_src).with_context(|| format!("reading {}", metrics_src.display()))?
+        std::fs::read(&metrics_src).map_err(HubError::io(&metrics_src))?
     } else {
         Vec::new()
     };
-    write_atomic(&out.join("metrics.csv"), &metrics_bytes).with_context(|| format!("writing {}", out.join("metrics.csv").display()))?;
+    write_atomic(&out.join("metrics.csv"), &metrics_bytes).map_err(HubError::io(out.join("metrics.csv")))?;
     Ok(exported)
 }
 
@@ -348,20 +346,6 @@ pub fn model_card(cfg: &RunConfig, summary: Option<&RunSummary>, ex: &Exported, 
     md
 }
 
-/// If `ck` is an exported encoder (tensors without a prefix, [`EXPORT_MARK`] or no
-/// `encoder_q.` names), rename its tensors into the run-checkpoint layout (`encoder_q.*`).
-pub fn normalize_exported(ck: &mut Checkpoint) {
-    let has_q = ck.tensors.keys().any(|n| n.starts_with(Q_PREFIX));
-    if has_q {
-        return;
-    }
-    let tensors = std::mem::take(&mut ck.tensors);
-    ck.tensors = tensors
-        .into_iter()
-        .map(|(n, t)| (format!("{Q_PREFIX}{n}"), t))
-        .collect::<BTreeMap<_, _>>();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,5 +378,88 @@ mod tests {
         assert!(front.contains("pipeline_tag: image-feature-extraction"));
         assert!(!front.contains("Linear-probe"), "no linear number was measured: {front}");
         assert!(card.contains("strict=True"));
+    }
+}
+
+#[cfg(test)]
+mod golden_tmp {
+    use super::*;
+    use crate::config::{Arch, DataSource, HeadKind, RunConfig, Stem};
+    use crate::io::run_dir::{RunStatus, RunSummary};
+    #[test]
+    fn golden_dump() {
+        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
+        let mut out = String::new();
+        let mut i = 0;
+        for (arch, width, stem, head, src, path) in [
+            (Arch::Resnet18, 64, Stem::Cifar, HeadKind::Mlp, DataSource::ImageFolder, "x/cifar10"),
+            (
+                Arch::Resnet50,
+                64,
+                Stem::Imagenet,
+                HeadKind::Linear,
+                DataSource::ImageFolder,
+                "stl_10",
+            ),
+            (Arch::Resnet18, 32, Stem::Cifar, HeadKind::Mlp, DataSource::Synthetic, ""),
+            (
+                Arch::Resnet34,
+                64,
+                Stem::Imagenet,
+                HeadKind::Mlp,
+                DataSource::ImageFolder,
+                "my/data",
+            ),
+        ] {
+            for (knn, lin, summ, dsid, lic) in [
+                (Some(44.731), None, false, None, None),
+                (None, Some(55.5), true, Some("a/b"), Some("apache-2.0")),
+                (None, None, true, None, None),
+                (Some(1.0), Some(2.0), false, None, None),
+            ] {
+                i += 1;
+                let mut cfg = RunConfig::default();
+                cfg.model.arch = arch;
+                cfg.model.width = width;
+                cfg.model.stem = stem;
+                cfg.model.head = head;
+                cfg.data.source = src;
+                cfg.data.path = path.into();
+                let ex = Exported {
+                    dir: PathBuf::new(),
+                    files: vec![],
+                    knn_top1: knn,
+                    linear_top1: lin,
+                    epoch: format!("{i}"),
+                };
+                let s = RunSummary {
+                    status: RunStatus::Ok,
+                    mode: "moco".into(),
+                    negatives: 4096,
+                    epochs: 3,
+                    steps: 9,
+                    final_loss: Some(1.5),
+                    knn_top1: knn,
+                    linear_top1: lin,
+                    knn_top1_at_init: Some(10.25),
+                    images_per_s: 123.4,
+                    wall_s: 99.6,
+                    device: "cpu".into(),
+                    commit: "abc".into(),
+                    message: None,
+                };
+                let opts = CardOptions {
+                    repo: "me/moco-x".into(),
+                    dataset_id: dsid.map(Into::into),
+                    license: lic.map(Into::into),
+                };
+                out += &model_card(&cfg, summ.then_some(&s), &ex, &opts);
+                out += "\n=====\n";
+                out += &config_json(&cfg, &ex.epoch).to_string();
+                out += "\n=====\n";
+            }
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/export.txt"), out).unwrap();
     }
 }

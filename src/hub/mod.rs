@@ -2,17 +2,20 @@
 //!
 //! - [`export`]: the files of a published encoder, made from a run directory (no network).
 //! - `client` (feature `hub`): `moco push`, `moco pull`, and `hf://` checkpoint references.
+//! - [`error`]: [`HubError`].
 //!
 //! Every command that takes a checkpoint also takes `hf://NAMESPACE/NAME[@REVISION]`: the
 //! repo's `model.safetensors` is fetched into the Hub cache and read like a run checkpoint.
 
 #[cfg(feature = "hub")]
 pub mod client;
+pub mod error;
 pub mod export;
 
-use crate::io::checkpoint::Checkpoint;
-use anyhow::{bail, Result};
+pub use error::HubError;
 use std::path::{Path, PathBuf};
+
+type Result<T> = std::result::Result<T, HubError>;
 
 /// `hf://NAMESPACE/NAME[@REVISION]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,11 +36,11 @@ impl HubRef {
         };
         let (repo, revision) = match rest.split_once('@') {
             Some((r, v)) if !v.is_empty() => (r, Some(v.to_string())),
-            Some(_) => bail!("{s:?}: empty revision after '@'"),
+            Some(_) => return Err(HubError::BadRef(format!("{s:?}: empty revision after '@'"))),
             None => (rest, None),
         };
         if let Err(e) = split_repo(repo) {
-            bail!("{s:?}: expected hf://NAMESPACE/NAME[@REVISION] ({e})");
+            return Err(HubError::BadRef(format!("{s:?}: expected hf://NAMESPACE/NAME[@REVISION] ({e})")));
         }
         Ok(Some(HubRef {
             repo: repo.to_string(),
@@ -60,7 +63,9 @@ pub fn split_repo(repo: &str) -> Result<(String, String)> {
     };
     match repo.split_once('/') {
         Some((ns, name)) if ok(ns) && ok(name) => Ok((ns.to_string(), name.to_string())),
-        _ => bail!("repo id {repo:?}: expected NAMESPACE/NAME (letters, digits, '-', '_', '.'; no '--' or '..')"),
+        _ => Err(HubError::BadRef(format!(
+            "repo id {repo:?}: expected NAMESPACE/NAME (letters, digits, '-', '_', '.'; no '--' or '..')"
+        ))),
     }
 }
 
@@ -77,8 +82,8 @@ pub fn resolve_checkpoint(arg: &Path) -> Result<PathBuf> {
 pub const ENABLED: bool = cfg!(feature = "hub");
 
 /// The error every network command gives in a build without the `hub` feature.
-pub fn disabled(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("{what}: this binary is built without the `hub` feature (cargo build --release, default features)")
+pub fn disabled(what: &str) -> HubError {
+    HubError::Disabled(what.into())
 }
 
 #[cfg(feature = "hub")]
@@ -89,13 +94,6 @@ fn fetch_model(r: &HubRef) -> Result<PathBuf> {
 #[cfg(not(feature = "hub"))]
 fn fetch_model(r: &HubRef) -> Result<PathBuf> {
     Err(disabled(&format!("hf://{}", r.repo)))
-}
-
-/// Load a run checkpoint or an exported encoder (renamed into the run layout).
-pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
-    let mut ck = Checkpoint::load(path)?;
-    export::normalize_exported(&mut ck);
-    Ok(ck)
 }
 
 #[cfg(test)]

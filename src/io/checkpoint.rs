@@ -6,8 +6,13 @@
 //! i64 (moco), `memory_bank (N, C)` (memory_bank), `optimizer.momentum_buffer.<name>`; and in
 //! `__metadata__`: `format = "pt"`, `epoch`, `step`, `seed`, `config` (TOML), `commit`.
 //! BatchNorm `num_batches_tracked` tensors are i64 scalars, as in PyTorch.
+//!
+//! A published encoder (`model.safetensors`, see `hub::export`) holds the query encoder alone
+//! without the prefix; [`Checkpoint::load_any`] reads both and renames the published one into
+//! the run layout, so every command that takes a checkpoint takes either.
 
 use super::atomic::write_atomic;
+use crate::config::{apply_overrides, ConfigError, LoadError, Override, RunConfig, ValidRunConfig};
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, SafeTensors};
 use std::collections::BTreeMap;
@@ -60,7 +65,20 @@ pub enum CheckpointError {
         /// Cause.
         source: candle_core::Error,
     },
+    /// The run config in the metadata is missing, not TOML, or invalid with the overrides.
+    #[error("{path}: {message}")]
+    Config {
+        /// File.
+        path: PathBuf,
+        /// What is wrong (names the key and value).
+        message: String,
+    },
 }
+
+/// Prefix of the query encoder in a run checkpoint.
+pub const Q_PREFIX: &str = "encoder_q.";
+/// Metadata key marking a published encoder (value: the prefix it was taken from).
+pub const EXPORT_MARK: &str = "moco_export";
 
 /// A tensor on the host, f32 or i64.
 #[derive(Debug, Clone, PartialEq)]
@@ -211,6 +229,42 @@ impl Checkpoint {
         }
         let metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
         Ok(Self { tensors, metadata })
+    }
+
+    /// Read a run checkpoint or a published encoder; the latter's tensors are renamed into the
+    /// run layout (`encoder_q.*`, see [`Checkpoint::normalize_exported`]).
+    pub fn load_any(path: &Path) -> Result<Self, CheckpointError> {
+        let mut ck = Self::load(path)?;
+        ck.normalize_exported();
+        Ok(ck)
+    }
+
+    /// If this is a published encoder (no `encoder_q.` names), prefix every tensor with
+    /// [`Q_PREFIX`].
+    pub fn normalize_exported(&mut self) {
+        if self.tensors.keys().any(|n| n.starts_with(Q_PREFIX)) {
+            return;
+        }
+        let tensors = std::mem::take(&mut self.tensors);
+        self.tensors = tensors.into_iter().map(|(n, t)| (format!("{Q_PREFIX}{n}"), t)).collect();
+    }
+
+    /// The run config stored in the metadata (`config`, TOML), with `overrides` applied and
+    /// validated.
+    pub fn run_config(&self, path: &Path, overrides: &[Override]) -> Result<ValidRunConfig, CheckpointError> {
+        let err = |message: String| CheckpointError::Config {
+            path: path.into(),
+            message,
+        };
+        let text = self
+            .metadata
+            .get("config")
+            .ok_or_else(|| err("no config in the checkpoint metadata".into()))?;
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| err(format!("config metadata is not TOML: {e}")))?;
+        apply_overrides(&mut table, overrides).map_err(|e| err(LoadError::from(e).to_string()))?;
+        let origin = crate::config::with_overrides(format!("{} (metadata)", path.display()), overrides);
+        let cfg = RunConfig::from_table(table, &origin).map_err(|e| err(e.to_string()))?;
+        cfg.validate().map_err(|e: ConfigError| err(format!("invalid config: {e}")))
     }
 
     /// Check that the names under `prefix` are exactly `expected`.

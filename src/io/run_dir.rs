@@ -6,9 +6,14 @@
 //! RUN_DIR/checkpoint.safetensors   both encoders, dictionary, optimizer, counters (each epoch)
 //! RUN_DIR/summary.json             status and final numbers (written last; a run is done iff
 //!                                  it exists with status ok or diverged)
+//! RUN_DIR/.lock                    the PID of the one process writing the run, while it does
 //! ```
+//!
+//! [`RunDir::is_run_file`] and [`check_output`] keep commands from writing over a run's files
+//! or over their own inputs.
 
 use super::atomic::write_atomic;
+use super::error::FileError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -40,6 +45,139 @@ impl RunDir {
     pub fn summary(&self) -> PathBuf {
         self.root.join("summary.json")
     }
+
+    /// `.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
+    /// Take the run's writer lock: one process at a time trains a run directory. A lock left
+    /// by a process that is gone (killed) is taken over, with a line on stderr.
+    pub fn lock(&self) -> Result<RunLock, FileError> {
+        let path = self.lock_path();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id()).map_err(FileError::io(&path))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).unwrap_or_default();
+                    match holder.trim().parse::<u32>() {
+                        Ok(pid) if pid != std::process::id() && process_alive(pid) => {
+                            return Err(FileError::Locked { path, pid });
+                        }
+                        _ => {
+                            eprintln!(
+                                "{}: stale lock of a process that is gone ({holder:?}); taking it over",
+                                path.display()
+                            );
+                            std::fs::remove_file(&path).map_err(FileError::io(&path))?;
+                        }
+                    }
+                }
+                Err(e) => return Err(FileError::io(&path)(e)),
+            }
+        }
+        Err(FileError::Locked { path, pid: 0 })
+    }
+
+    /// Remove temporary files a killed writer left behind (`.NAME.tmpPID` of
+    /// [`super::atomic::write_atomic`]); the files they were to replace are intact.
+    pub fn remove_stale_temporaries(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.contains(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// Whether `path` is one of the run's own files (config, metrics, checkpoint, summary, lock).
+    pub fn is_run_file(&self, path: &Path) -> bool {
+        [self.config(), self.metrics(), self.checkpoint(), self.summary(), self.lock_path()]
+            .iter()
+            .any(|f| same_file(f, path))
+    }
+
+    /// How the run ended, when it has ended: `summary.json` with status ok or diverged. A run
+    /// recorded as failed, or without a summary, is not finished (it may be resumed).
+    pub fn finished(&self) -> Option<RunStatus> {
+        RunSummary::load(&self.summary())
+            .ok()
+            .map(|s| s.status)
+            .filter(|s| *s != RunStatus::Failed)
+    }
+}
+
+/// The writer lock of a run directory; released (the file removed) when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    #[cfg(unix)]
+    {
+        // Signal 0 checks existence only; EPERM means it exists under another user.
+        let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+        r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = pid;
+        true
+    }
+}
+
+/// Whether two paths name the same file (compared after resolving links and `..`; a path that
+/// does not exist yet is compared by its resolved parent and name).
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    fn resolve(p: &Path) -> Option<PathBuf> {
+        if let Ok(c) = p.canonicalize() {
+            return Some(c);
+        }
+        let parent = p.parent().filter(|x| !x.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        Some(parent.canonicalize().ok()?.join(p.file_name()?))
+    }
+    match (resolve(a), resolve(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
+}
+
+/// Refuse an output path that is one of the command's inputs or a run directory's own file
+/// (unless `force`): no command writes over what it reads.
+pub fn check_output(out: &Path, inputs: &[&Path], force: bool) -> Result<(), FileError> {
+    if force {
+        return Ok(());
+    }
+    let clash = |what: String| {
+        Err(FileError::Clash {
+            path: out.to_path_buf(),
+            what,
+        })
+    };
+    for i in inputs {
+        if same_file(out, i) {
+            return clash(format!("it is this command's input {}", i.display()));
+        }
+    }
+    if let Some(parent) = out.parent() {
+        let dir = RunDir::new(if parent.as_os_str().is_empty() { Path::new(".") } else { parent });
+        if dir.config().exists() && dir.is_run_file(out) {
+            return clash(format!("it is a file of the run directory {}", dir.root.display()));
+        }
+    }
+    Ok(())
 }
 
 /// One row of `metrics.csv`.
@@ -64,28 +202,26 @@ pub struct EpochMetrics {
 }
 
 /// Read `metrics.csv` (empty if absent).
-pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, String> {
+pub fn read_metrics(path: &Path) -> Result<Vec<EpochMetrics>, FileError> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    r.deserialize()
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))
+    let mut r = csv::Reader::from_path(path).map_err(FileError::format(path))?;
+    r.deserialize().collect::<Result<Vec<_>, _>>().map_err(FileError::format(path))
 }
 
 /// Write all rows of `metrics.csv` atomically.
-pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<(), String> {
+pub fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> Result<(), FileError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     if rows.is_empty() {
         w.write_record(["epoch", "step", "lr", "loss", "contrast_acc1", "knn_top1", "images_per_s", "wall_s"])
-            .map_err(|e| e.to_string())?;
+            .map_err(FileError::format(path))?;
     }
     for r in rows {
-        w.serialize(r).map_err(|e| e.to_string())?;
+        w.serialize(r).map_err(FileError::format(path))?;
     }
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
-    write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
+    let bytes = w.into_inner().map_err(FileError::format(path))?;
+    write_atomic(path, &bytes).map_err(FileError::io(path))
 }
 
 /// Final state of a run.
@@ -135,15 +271,15 @@ pub struct RunSummary {
 
 impl RunSummary {
     /// Write `summary.json` atomically.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())? + "\n";
-        write_atomic(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn save(&self, path: &Path) -> Result<(), FileError> {
+        let text = serde_json::to_string_pretty(self).map_err(FileError::format(path))? + "\n";
+        write_atomic(path, text.as_bytes()).map_err(FileError::io(path))
     }
 
     /// Read `summary.json`.
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        let text = std::fs::read_to_string(path).map_err(FileError::io(path))?;
+        serde_json::from_str(&text).map_err(FileError::format(path))
     }
 }
 

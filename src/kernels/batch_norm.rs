@@ -1,4 +1,7 @@
-//! Train-mode BatchNorm2d with statistics per group of images, fused on CPU.
+//! Train-mode BatchNorm2d with statistics per group of images (SplitBatchNorm), as one op
+//! that picks its path ([`forward_train`]): on CPU one fused node, optionally with the ReLU or
+//! the residual add + ReLU that follows it ([`Epilogue`]); elsewhere, or with the kernels off,
+//! candle's composed ops.
 //!
 //! Forward: per (group g, channel c), mean μ and biased variance σ² over the group's N/G
 //! images and all pixels (m values), `y = (x − μ)·w/√(σ²+ε) + b`, in one parallel pass per
@@ -6,18 +9,89 @@
 //! `dx = w/(m·√(σ²+ε)) · (m·dy − Σdy − x̂·Σ(dy·x̂))`, `dw = Σ_g Σ(dy·x̂)`, `db = Σ_g Σdy`.
 //! The group statistics are handed back to the caller for the running averages.
 
-use super::{f32_slice, SendPtr};
+use super::cpu::{f32_slice, tensor_vec, unwritten, use_cpu_kernels, SendPtr};
+use super::elementwise::{add_relu, mask_by_output};
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Storage, Tensor};
 use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
-/// Per (group, channel) mean and biased variance, `[g * C + c]`.
+/// ε of PyTorch's `BatchNorm2d` (`eps=1e-5`), the one the model's layers use.
+pub const BN_EPS: f64 = 1e-5;
+
+/// Per (group, channel) statistics of a train-mode forward, `[g * C + c]`.
 #[derive(Debug, Clone, Default)]
 pub struct GroupStats {
-    /// Means.
+    /// Mean of each (group, channel) over the group's images and pixels.
     pub mean: Vec<f32>,
-    /// Biased variances.
+    /// Biased variance (divided by the count, not count − 1) of each (group, channel).
     pub var: Vec<f32>,
+}
+
+/// What the BN node computes after the affine map, in the same pass on CPU.
+#[derive(Debug, Clone, Copy)]
+pub enum Epilogue<'a> {
+    /// `bn(x)` alone.
+    None,
+    /// `max(0, bn(x))`.
+    Relu,
+    /// `max(0, bn(x) + residual)`: a residual block's join (the BN output is never a tensor of
+    /// its own on CPU).
+    AddRelu(&'a Tensor),
+}
+
+/// Train-mode BN of `x (N, C, H, W)` with statistics per group of `N / splits` images, then
+/// `epilogue`: `y (N, C, H, W)`, the group means and the biased group variances `(splits, C)`.
+/// On CPU one fused node; elsewhere, or with the kernels off ([`super::set_enabled`]),
+/// candle's composed ops.
+pub fn forward_train(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    splits: usize,
+    eps: f64,
+    epilogue: Epilogue,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    if use_cpu_kernels(x.device()) {
+        let c = x.dim(1)?;
+        let (y, st) = match epilogue {
+            Epilogue::None => batch_norm_train(x, weight, bias, splits, eps)?,
+            Epilogue::Relu => batch_norm_relu_train(x, weight, bias, splits, eps)?,
+            Epilogue::AddRelu(r) => batch_norm_add_relu_train(x, weight, bias, r, splits, eps)?,
+        };
+        let (mean, var) = group_stats(st, c, x.device())?;
+        Ok((y, mean, var))
+    } else {
+        let (y, mean, var) = composed_train(x, weight, bias, splits, eps)?;
+        let y = match epilogue {
+            Epilogue::None => y,
+            Epilogue::Relu => y.relu()?,
+            Epilogue::AddRelu(r) => add_relu(&y, r)?,
+        };
+        Ok((y, mean, var))
+    }
+}
+
+/// The fused kernels' group statistics as `(G, C)` tensors (means, biased variances).
+fn group_stats(st: GroupStats, c: usize, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let g = st.mean.len() / c.max(1);
+    Ok((Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
+}
+
+/// Train-mode BN from candle ops (any device): returns `y`, group means and biased group
+/// variances `(G, C)`. The CPU path runs the fused kernel instead; the tests compare the two.
+fn composed_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
+    let (n, c, h, w) = x.dims4()?;
+    let xg = x.reshape((g, n / g, c, h * w))?;
+    let mean = xg.mean_keepdim(3)?.mean_keepdim(1)?; // (G, 1, C, 1)
+    let xc = xg.broadcast_sub(&mean)?;
+    let var = xc.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // biased, (G, 1, C, 1)
+    let inv = (var.clone() + eps)?.sqrt()?.recip()?;
+    let y = xc
+        .broadcast_mul(&inv)?
+        .broadcast_mul(&weight.reshape((1, 1, c, 1))?)?
+        .broadcast_add(&bias.reshape((1, 1, c, 1))?)?
+        .reshape((n, c, h, w))?;
+    Ok((y, mean.reshape((g, c))?, var.reshape((g, c))?))
 }
 
 /// Σx in f64 from 8 f32 lanes per chunk of 256 (vectorises; exact enough for BN).
@@ -98,7 +172,7 @@ fn bn_fwd(
     let m = (per * hw) as f64;
     // SAFETY: the tasks below write every (image, channel) plane of y: each channel's task
     // covers all groups, and the groups all images (n % g == 0, checked above).
-    let mut y = unsafe { super::unwritten(x.len()) };
+    let mut y = unsafe { unwritten(x.len()) };
     let yp = SendPtr(y.as_mut_ptr());
     let stats: Vec<Vec<(f32, f32)>> = (0..c)
         .into_par_iter()
@@ -200,7 +274,7 @@ impl CustomOp3 for BnTrain {
         let grad = grad.contiguous()?;
         let (n, c, h, w) = x.dims4()?;
         let stats = self.stats.lock().unwrap().clone();
-        let (wv, bv) = (super::tensor_vec(wt)?, super::tensor_vec(bias)?);
+        let (wv, bv) = (tensor_vec(wt)?, tensor_vec(bias)?);
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = grad.storage_and_layout();
         let (Storage::Cpu(xs), Storage::Cpu(gs)) = (&*xs, &*gs) else {
@@ -246,7 +320,7 @@ fn bn_bwd(
     let per = n / g;
     let m = (per * hw) as f64;
     // SAFETY: as in bn_fwd, every (image, channel) plane of dx is written by its channel's task.
-    let mut dx = unsafe { super::unwritten(xv.len()) };
+    let mut dx = unsafe { unwritten(xv.len()) };
     let dp = SendPtr(dx.as_mut_ptr());
     let sums: Vec<(f32, f32)> = (0..c)
         .into_par_iter()
@@ -338,9 +412,9 @@ impl CustomOp3 for BnAddRelu {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (n, c, h, w) = x.dims4()?;
         let stats = self.stats.lock().unwrap().clone();
-        let wbv = super::tensor_vec(wb)?;
+        let wbv = tensor_vec(wb)?;
         // dy′ = dy where the output was positive: also the residual's gradient.
-        let masked = super::mask_by_output(grad, res)?;
+        let masked = mask_by_output(grad, res)?;
         let (xs, xl) = x.storage_and_layout();
         let Storage::Cpu(xs) = &*xs else {
             candle_core::bail!("batch_norm_add_relu_train: CPU only")
@@ -367,7 +441,7 @@ impl CustomOp3 for BnAddRelu {
 }
 
 /// Fused train-mode `max(0, bn(x) + residual)` on CPU: returns `y` and the per-group statistics.
-pub fn batch_norm_add_relu_train(
+fn batch_norm_add_relu_train(
     x: &Tensor,
     weight: &Tensor,
     bias: &Tensor,
@@ -387,7 +461,8 @@ pub fn batch_norm_add_relu_train(
     Ok((y, s))
 }
 
-/// Fused train-mode BN on CPU: returns `y` and the per-group statistics.
+/// Fused train-mode BN, CPU only (the layers call [`forward_train`]; `moco bench step` times
+/// this node alone): returns `y` and the per-group statistics.
 ///
 /// # Shapes
 /// `x (N, C, H, W)` with `N % splits == 0`, `weight`, `bias` `(C)` → `(N, C, H, W)`
@@ -396,7 +471,7 @@ pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usiz
 }
 
 /// [`batch_norm_train`] followed by a ReLU, in the same passes: `max(0, bn(x))`.
-pub fn batch_norm_relu_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
+fn batch_norm_relu_train(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f64) -> Result<(Tensor, GroupStats)> {
     bn_train_op(x, weight, bias, splits, eps, true)
 }
 
@@ -417,7 +492,8 @@ fn bn_train_op(x: &Tensor, weight: &Tensor, bias: &Tensor, splits: usize, eps: f
 #[doc(hidden)]
 pub mod parts {
     use super::*;
-    /// Forward: `y` and the group statistics.
+    /// Forward of `x (N, C, H·W)` (`d` = `(N, C, H·W)`, `g` groups, residual `r` added before
+    /// the ReLU when given): `y` and the group statistics.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         x: &[f32],
@@ -428,9 +504,9 @@ pub mod parts {
         g: usize,
         relu: bool,
     ) -> (Vec<f32>, GroupStats) {
-        bn_fwd(x, w, b, r, d, g, crate::model::layers::BN_EPS, relu).expect("valid shapes")
+        bn_fwd(x, w, b, r, d, g, BN_EPS, relu).expect("valid shapes")
     }
-    /// Backward: `dx`, `dw`, `db`.
+    /// Backward from the forward's statistics `s`: `dx (N, C, H·W)`, `dw (C)`, `db (C)`.
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         x: &[f32],
@@ -442,6 +518,115 @@ pub mod parts {
         g: usize,
         relu: bool,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        bn_bwd(x, dy, w, b, s, d, g, crate::model::layers::BN_EPS, relu)
+        bn_bwd(x, dy, w, b, s, d, g, BN_EPS, relu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::{Rng, SeedableRng};
+
+    fn rand_var(shape: &[usize], lo: f32, hi: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Var {
+        let n: usize = shape.iter().product();
+        Var::from_tensor(&Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap())
+            .unwrap()
+    }
+
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        crate::devcheck::max_abs_diff(&a, &b)
+    }
+
+    /// The fused CPU kernel against the composed candle ops: output, statistics and the three
+    /// gradients, for whole-batch and split statistics and odd spatial sizes.
+    #[test]
+    fn fused_batch_norm_matches_composed() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2), (4, 5, 4, 4, 2)] {
+            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
+            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let (y1, st) = batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g, BN_EPS).unwrap();
+            let (y2, mean, var) = composed_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g, BN_EPS).unwrap();
+            assert!(max_abs_diff(&y1, &y2) < 1e-4);
+            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
+            assert!(max_abs_diff(&Tensor::from_vec(st.var, (g, c), &Device::Cpu).unwrap(), &var) < 1e-4);
+            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt, &b] {
+                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
+            }
+        }
+    }
+
+    /// The fused BN + residual + ReLU node against composed candle ops: output and the four
+    /// gradients (input, weight, bias, residual), whole-batch and split statistics.
+    #[test]
+    fn fused_batch_norm_add_relu_matches_composed() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2)] {
+            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
+            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+            let r = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+            let (y1, st) = batch_norm_add_relu_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), r.as_tensor(), g, BN_EPS).unwrap();
+            let (bn, mean, _) = composed_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g, BN_EPS).unwrap();
+            let y2 = (bn + r.as_tensor()).unwrap().relu().unwrap();
+            assert!(max_abs_diff(&y1, &y2) < 1e-4);
+            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
+            // Some outputs are clipped, some not: the mask is exercised.
+            let pos = y1
+                .gt(0.0)
+                .unwrap()
+                .to_dtype(candle_core::DType::F32)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(pos > 0.1 && pos < 0.9, "fraction positive {pos}");
+            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in [&x, &wt, &b, &r] {
+                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
+                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
+            }
+        }
+    }
+
+    /// Finite differences on the fused kernel's input gradient (f32, central, loose tolerance).
+    #[test]
+    fn fused_batch_norm_finite_differences() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+        let (n, c, h, w) = (4, 2, 3, 2);
+        let x = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+        let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
+        let b = rand_var(&[c], -0.5, 0.5, &mut rng);
+        let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
+        let f = |xt: &Tensor| -> f64 {
+            let (y, _) = batch_norm_train(xt, wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
+            (y * probe.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
+        };
+        let (y, _) = batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
+        let grads = (y * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+        let gx = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let base = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let eps = 1e-2f32;
+        for i in [0usize, 5, 11, 17, 23, 40] {
+            let mut p = base.clone();
+            p[i] += eps;
+            let mut m = base.clone();
+            m[i] -= eps;
+            let tp = Tensor::from_vec(p, (n, c, h, w), &Device::Cpu).unwrap();
+            let tm = Tensor::from_vec(m, (n, c, h, w), &Device::Cpu).unwrap();
+            let fd = (f(&tp) - f(&tm)) / (2.0 * eps as f64);
+            assert!((fd - gx[i] as f64).abs() < 2e-2, "index {i}: fd {fd} vs {}", gx[i]);
+        }
     }
 }

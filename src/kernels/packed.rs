@@ -1,4 +1,5 @@
-//! Two small GEMM microkernels of our own for the convolutions ([`super::conv`]):
+//! Two small GEMM microkernels of our own, used by the convolutions ([`super::conv`]) but not
+//! specific to them:
 //!
 //! - [`gemm`]: `C (M×N) [+]= A (M×K) · B (K×N)`, `C` row-major, on an 8×32 AVX-512 tile. `A`
 //!   (the weights) is packed once per call into 8-row panels per block of [`KC`] inner indices;
@@ -6,13 +7,12 @@
 //!   implicit convolution reads the rows of its column matrix straight from a zero-padded
 //!   image, so no column matrix is written, read back or packed) or packed [`NR`] columns at a
 //!   time by a caller's function ([`BSource::Packed`]). 16 accumulators, two loads and eight
-//!   broadcasts per 16 FMAs; its loads of `B` rows at arbitrary shifts split cache lines (one
-//!   core, operands in L1: 130 GFLOP/s on aligned rows, 104 on rows shifted by 3 floats, against
-//!   a register-only peak of 167, `examples/kernel_probe.rs`).
+//!   broadcasts per 16 FMAs; its loads of `B` rows at arbitrary shifts split cache lines,
+//!   which costs it part of its speed (`examples/kernel_probe.rs`).
 //! - [`wide_tile`] / [`wide_tile_cols`]: a 6×64 tile whose vector side is 64 output channels
 //!   (four aligned loads of a packed panel per step) and whose six broadcasts come from rows
-//!   read in place, so no vector load touches a shifted row (133 GFLOP/s in the same probe).
-//!   The convolutions with 64-channel multiples run on it.
+//!   read in place, so no vector load touches a shifted row. The convolutions with 64-channel
+//!   multiples run on it.
 //!
 //! Without AVX-512 portable kernels with the same arithmetic run (exact, scalar, slow: the
 //! convolutions then keep the `gemm` crate's path, [`has_fast_kernel`]).
@@ -89,12 +89,12 @@ impl PackedA {
         &mut self.data
     }
 
-    /// Rows.
+    /// Rows of the packed matrix, `M` (the panels are padded to whole [`MR`]).
     pub fn m(&self) -> usize {
         self.m
     }
 
-    /// Inner dimension.
+    /// Columns of the packed matrix, the product's inner dimension `K`.
     pub fn k(&self) -> usize {
         self.k
     }
@@ -115,7 +115,7 @@ pub enum BSource<'a, F: FnMut(usize, usize, usize, usize, &mut [f32])> {
     /// to `panel[kk·NR + j]` for `kk < kl`, `j < nw` (the rest of a narrow panel is zeroed
     /// before the call) into `buf` (at least `KC·NR`).
     Packed {
-        /// The packer.
+        /// Writes one panel of `B`: `pack(k0, kl, n0, nw, panel)` as above.
         pack: F,
         /// The panel (at least `KC·NR`).
         buf: &'a mut [f32],
@@ -270,7 +270,7 @@ pub const WV: usize = 64;
 /// `B(kk, j) = b[boff[j] + kk]` — `A` a k-major panel of 64-wide vectors (four aligned loads
 /// per step), `B` six rows read in place, one broadcast each per step: 24 accumulators, ten
 /// loads per 24 FMAs, and no vector load of `B`, so `B`'s alignment does not matter (the 8×32
-/// kernel's unaligned `B` rows cost it ~15%, `examples/kernel_probe.rs`). The convolutions'
+/// kernel loses speed on unaligned `B` rows, `examples/kernel_probe.rs`). The convolutions'
 /// weight gradients run on it (`B` = shifted rows of a padded image, or im2col rows). `a`
 /// should be 64-byte aligned (the loads are unaligned-safe; alignment only saves split lines).
 ///

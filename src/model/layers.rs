@@ -1,9 +1,16 @@
 //! Conv2d, BatchNorm2d and Linear with torchvision's names, shapes and default init, built
 //! from a [`ParamStore`]. BatchNorm supports train mode with statistics per group of images
-//! (SplitBatchNorm of the MoCo CIFAR demo; emulates per-GPU BN on one device).
+//! (SplitBatchNorm of the MoCo CIFAR demo; emulates per-GPU BN on one device). The ops
+//! underneath are [`crate::kernels`]' (each picks its device path itself); [`conv2d`],
+//! [`add_relu`] and [`BN_EPS`] are re-exported from there.
 
 use super::params::{Init, Kind, ParamStore};
+use crate::kernels::batch_norm::{self as bn, Epilogue};
 use candle_core::{Result, Tensor, Var, D};
+
+pub use crate::kernels::add_relu;
+pub use crate::kernels::batch_norm::BN_EPS;
+pub use crate::kernels::conv::conv2d;
 
 /// How BatchNorm behaves in a forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +68,6 @@ impl Conv2d {
     }
 }
 
-/// Convolution without bias as the layers run it: the CPU kernel on CPU, candle's op elsewhere.
-pub fn conv2d(x: &Tensor, weight: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
-    if crate::kernels::use_cpu_kernels(x.device()) {
-        crate::kernels::conv::conv2d(x, weight, stride, padding)
-    } else {
-        x.conv2d(weight, padding, stride, 1, 1)
-    }
-}
-
 /// BatchNorm2d (eps 1e-5, momentum 0.1, unbiased running variance), torchvision names
 /// `weight`, `bias`, `running_mean`, `running_var`, `num_batches_tracked`.
 #[derive(Debug, Clone)]
@@ -81,8 +79,6 @@ pub struct BatchNorm2d {
     num_batches_tracked: Var,
 }
 
-/// PyTorch's BatchNorm defaults.
-pub const BN_EPS: f64 = 1e-5;
 /// Running-statistics momentum (PyTorch convention: new = (1−μ)·old + μ·batch).
 pub const BN_MOMENTUM: f64 = 0.1;
 
@@ -113,25 +109,19 @@ impl BatchNorm2d {
         self.forward_maybe_relu(x, mode, true)
     }
 
-    /// `max(0, bn(x) + residual)`, a residual block's join: on CPU in train mode one fused node
-    /// ([`crate::kernels::batch_norm::batch_norm_add_relu_train`]), elsewhere BN, add, ReLU.
+    /// `max(0, bn(x) + residual)`, a residual block's join: in train mode one op
+    /// ([`bn::forward_train`] with [`Epilogue::AddRelu`]: one fused node on CPU), in eval mode
+    /// BN then [`add_relu`].
     pub fn forward_add_relu(&self, x: &Tensor, residual: &Tensor, mode: BnMode) -> Result<Tensor> {
         match mode {
-            BnMode::Train { splits } if crate::kernels::use_cpu_kernels(x.device()) => {
-                let (n, c, h, w) = x.dims4()?;
-                let (y, st) = crate::kernels::batch_norm::batch_norm_add_relu_train(
-                    x,
-                    self.weight.as_tensor(),
-                    self.bias.as_tensor(),
-                    residual,
-                    splits,
-                    BN_EPS,
-                )?;
-                let (mean, var) = group_stats(st, c, x.device())?;
+            BnMode::Train { splits } => {
+                let (n, _, h, w) = x.dims4()?;
+                let (wt, bs) = (self.weight.as_tensor(), self.bias.as_tensor());
+                let (y, mean, var) = bn::forward_train(x, wt, bs, splits, BN_EPS, Epilogue::AddRelu(residual))?;
                 self.update_running(&mean, &var, ((n / splits) * h * w) as f64)?;
                 Ok(y)
             }
-            _ => add_relu(&self.forward(x, mode)?, residual),
+            BnMode::Eval => add_relu(&self.forward(x, mode)?, residual),
         }
     }
 
@@ -175,53 +165,11 @@ impl BatchNorm2d {
     }
 }
 
-/// Train-mode BN as the layers run it (the fused kernel on CPU, candle's ops elsewhere), with
-/// an optional ReLU after it: `y`, group means and biased group variances `(G, C)`.
+/// Train-mode BN as the layers run it ([`bn::forward_train`]: the fused kernel on CPU,
+/// candle's ops elsewhere), with an optional ReLU after it: `y`, group means and biased group
+/// variances `(G, C)`.
 pub fn batch_norm_train(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize, relu: bool) -> Result<(Tensor, Tensor, Tensor)> {
-    use crate::kernels::batch_norm as k;
-    if crate::kernels::use_cpu_kernels(x.device()) {
-        let c = x.dim(1)?;
-        let f = if relu { k::batch_norm_relu_train } else { k::batch_norm_train };
-        let (y, st) = f(x, weight, bias, g, BN_EPS)?;
-        let (mean, var) = group_stats(st, c, x.device())?;
-        Ok((y, mean, var))
-    } else {
-        let (y, mean, var) = batch_norm_composed(x, weight, bias, g)?;
-        Ok((if relu { y.relu()? } else { y }, mean, var))
-    }
-}
-
-/// The fused kernels' group statistics as `(G, C)` tensors (means, biased variances).
-fn group_stats(st: crate::kernels::batch_norm::GroupStats, c: usize, dev: &candle_core::Device) -> Result<(Tensor, Tensor)> {
-    let g = st.mean.len() / c.max(1);
-    Ok((Tensor::from_vec(st.mean, (g, c), dev)?, Tensor::from_vec(st.var, (g, c), dev)?))
-}
-
-/// `max(0, a + b)` (the residual join): on CPU one node whose backward masks the gradient once
-/// for both inputs; elsewhere candle's add and relu.
-pub fn add_relu(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    if crate::kernels::use_cpu_kernels(a.device()) {
-        crate::kernels::add_relu(a, b)
-    } else {
-        (a + b)?.relu()
-    }
-}
-
-/// Train-mode BN from candle ops (any device): returns `y`, group means and biased group
-/// variances `(G, C)`. The CPU path uses the fused kernel instead; tests compare the two.
-pub fn batch_norm_composed(x: &Tensor, weight: &Tensor, bias: &Tensor, g: usize) -> Result<(Tensor, Tensor, Tensor)> {
-    let (n, c, h, w) = x.dims4()?;
-    let xg = x.reshape((g, n / g, c, h * w))?;
-    let mean = xg.mean_keepdim(3)?.mean_keepdim(1)?; // (G, 1, C, 1)
-    let xc = xg.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(3)?.mean_keepdim(1)?; // biased, (G, 1, C, 1)
-    let inv = (var.clone() + BN_EPS)?.sqrt()?.recip()?;
-    let y = xc
-        .broadcast_mul(&inv)?
-        .broadcast_mul(&weight.reshape((1, 1, c, 1))?)?
-        .broadcast_add(&bias.reshape((1, 1, c, 1))?)?
-        .reshape((n, c, h, w))?;
-    Ok((y, mean.reshape((g, c))?, var.reshape((g, c))?))
+    bn::forward_train(x, weight, bias, g, BN_EPS, if relu { Epilogue::Relu } else { Epilogue::None })
 }
 
 /// Linear layer `y = x Wᵀ + b`; PyTorch default init U(±1/√in) for both.
@@ -256,121 +204,4 @@ pub fn avg_pool(x: &Tensor) -> Result<Tensor> {
 /// −∞ padding).
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use candle_core::Device;
-    use rand::{Rng, SeedableRng};
-
-    fn rand_var(shape: &[usize], lo: f32, hi: f32, rng: &mut rand_chacha::ChaCha8Rng) -> Var {
-        let n: usize = shape.iter().product();
-        Var::from_tensor(&Tensor::from_vec((0..n).map(|_| rng.random_range(lo..hi)).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap())
-            .unwrap()
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        crate::devcheck::max_abs_diff(&a, &b)
-    }
-
-    /// The fused CPU kernel against the composed candle ops: output, statistics and the three
-    /// gradients, for whole-batch and split statistics and odd spatial sizes.
-    #[test]
-    fn fused_batch_norm_matches_composed() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2), (4, 5, 4, 4, 2)] {
-            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
-            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
-            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
-            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
-            let (y1, st) = crate::kernels::batch_norm::batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g, BN_EPS).unwrap();
-            let (y2, mean, var) = batch_norm_composed(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g).unwrap();
-            assert!(max_abs_diff(&y1, &y2) < 1e-4);
-            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
-            assert!(max_abs_diff(&Tensor::from_vec(st.var, (g, c), &Device::Cpu).unwrap(), &var) < 1e-4);
-            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &wt, &b] {
-                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
-                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
-            }
-        }
-    }
-
-    /// The fused BN + residual + ReLU node against composed candle ops: output and the four
-    /// gradients (input, weight, bias, residual), whole-batch and split statistics.
-    #[test]
-    fn fused_batch_norm_add_relu_matches_composed() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
-        for &(n, c, h, w, g) in &[(4, 3, 5, 7, 1), (6, 4, 3, 3, 3), (8, 2, 1, 1, 2)] {
-            let x = rand_var(&[n, c, h, w], -2.0, 3.0, &mut rng);
-            let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
-            let b = rand_var(&[c], -0.5, 0.5, &mut rng);
-            let r = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
-            let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
-            let (y1, st) = crate::kernels::batch_norm::batch_norm_add_relu_train(
-                x.as_tensor(),
-                wt.as_tensor(),
-                b.as_tensor(),
-                r.as_tensor(),
-                g,
-                BN_EPS,
-            )
-            .unwrap();
-            let (bn, mean, _) = batch_norm_composed(x.as_tensor(), wt.as_tensor(), b.as_tensor(), g).unwrap();
-            let y2 = (bn + r.as_tensor()).unwrap().relu().unwrap();
-            assert!(max_abs_diff(&y1, &y2) < 1e-4);
-            assert!(max_abs_diff(&Tensor::from_vec(st.mean, (g, c), &Device::Cpu).unwrap(), &mean) < 1e-5);
-            // Some outputs are clipped, some not: the mask is exercised.
-            let pos = y1
-                .gt(0.0)
-                .unwrap()
-                .to_dtype(candle_core::DType::F32)
-                .unwrap()
-                .mean_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(pos > 0.1 && pos < 0.9, "fraction positive {pos}");
-            let g1 = (y1 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            let g2 = (y2 * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-            for v in [&x, &wt, &b, &r] {
-                let d = max_abs_diff(g1.get(v.as_tensor()).unwrap(), g2.get(v.as_tensor()).unwrap());
-                assert!(d < 1e-4, "gradient mismatch {d} for {:?} (n{n} c{c} g{g})", v.dims());
-            }
-        }
-    }
-
-    /// Finite differences on the fused kernel's input gradient (f32, central, loose tolerance).
-    #[test]
-    fn fused_batch_norm_finite_differences() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
-        let (n, c, h, w) = (4, 2, 3, 2);
-        let x = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
-        let wt = rand_var(&[c], 0.5, 1.5, &mut rng);
-        let b = rand_var(&[c], -0.5, 0.5, &mut rng);
-        let probe = rand_var(&[n, c, h, w], -1.0, 1.0, &mut rng);
-        let f = |xt: &Tensor| -> f64 {
-            let (y, _) = crate::kernels::batch_norm::batch_norm_train(xt, wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
-            (y * probe.as_tensor()).unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() as f64
-        };
-        let (y, _) = crate::kernels::batch_norm::batch_norm_train(x.as_tensor(), wt.as_tensor(), b.as_tensor(), 2, BN_EPS).unwrap();
-        let grads = (y * probe.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-        let gx = grads.get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let base = x.as_tensor().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let eps = 1e-2f32;
-        for i in [0usize, 5, 11, 17, 23, 40] {
-            let mut p = base.clone();
-            p[i] += eps;
-            let mut m = base.clone();
-            m[i] -= eps;
-            let tp = Tensor::from_vec(p, (n, c, h, w), &Device::Cpu).unwrap();
-            let tm = Tensor::from_vec(m, (n, c, h, w), &Device::Cpu).unwrap();
-            let fd = (f(&tp) - f(&tm)) / (2.0 * eps as f64);
-            assert!((fd - gx[i] as f64).abs() < 2e-2, "index {i}: fd {fd} vs {}", gx[i]);
-        }
-    }
 }

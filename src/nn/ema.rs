@@ -17,21 +17,12 @@ pub fn ema_update(query: &ParamStore, key: &ParamStore, m: f64) -> Result<()> {
         let kv = key
             .get(name)
             .ok_or_else(|| candle_core::Error::Msg(format!("ema_update: key encoder has no {name}")))?;
-        if crate::kernels::use_cpu_kernels(kv.device()) && kv.as_tensor().is_contiguous() {
-            // In place, one pass, no temporaries (candle's ops allocate three tensors per name).
-            let (m, m1) = (m as f32, (1.0 - m) as f32);
-            crate::kernels::zip_in_place(kv.as_tensor(), &qv.as_tensor().contiguous()?, "ema", move |k, q| {
-                *k = m * *k + m1 * q
-            })?;
-        } else {
-            let new = ((kv.as_tensor() * m)? + (qv.as_tensor() * (1.0 - m))?)?;
-            kv.set(&new.detach())?;
-        }
+        // In place on CPU: one pass, no temporaries (candle's ops allocate three tensors per name).
+        crate::kernels::update::ema(&kv, qv.as_tensor(), m)?;
     }
     Ok(())
 }
 
-/// `k ← m·k + (1−m)·q` over a CPU tensor's own storage.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 /// second step on the CPU path updates the buffers in place, so a clone would share them.
 #[derive(Debug)]
 pub struct Sgd {
-    /// μ.
+    /// The SGD momentum μ (0 for plain SGD; 0.9 in MoCo).
     pub momentum: f64,
-    /// Weight decay.
+    /// The L2 penalty added to each gradient as `wd·θ` (PyTorch's `weight_decay`).
     pub weight_decay: f64,
     /// Momentum buffers (saved in checkpoints as `optimizer.momentum_buffer.<name>`).
     pub buffers: BTreeMap<String, Tensor>,
@@ -33,95 +33,11 @@ impl Sgd {
     pub fn step(&mut self, params: &[(String, Var)], grads: &GradStore, lr: f64) -> Result<()> {
         for (name, var) in params {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            // From the second step on, on CPU: two in-place parallel passes, no temporaries
-            // (six candle ops per parameter before, the scalar ones single-threaded).
-            if let Some(b) = self.buffers.get(name) {
-                let theta = var.as_tensor();
-                let fused = crate::kernels::use_cpu_kernels(theta.device())
-                    && self.momentum != 0.0
-                    && [theta, g, b]
-                        .iter()
-                        .all(|t| t.is_contiguous() && t.dims() == theta.dims() && t.dtype() == candle_core::DType::F32);
-                if fused {
-                    b.inplace_op3(
-                        g,
-                        theta,
-                        &MomentumUpdate {
-                            m: self.momentum as f32,
-                            wd: self.weight_decay as f32,
-                            decay: self.weight_decay != 0.0,
-                        },
-                    )?;
-                    // θ ← θ − (buf·lr + 0), as the candle ops would.
-                    let lr = lr as f32;
-                    crate::kernels::zip_in_place(theta, b, "sgd_descend", move |t, b| *t -= b * lr + 0.0)?;
-                    continue;
-                }
+            // In place on CPU from the second step on; returns the buffer to keep.
+            if let Some(b) = crate::kernels::update::sgd_step(var, g, self.buffers.get(name), lr, self.momentum, self.weight_decay)? {
+                self.buffers.insert(name.clone(), b);
             }
-            let theta = var.as_tensor().detach();
-            let mut g = g.detach();
-            if self.weight_decay != 0.0 {
-                g = (g + (&theta * self.weight_decay)?)?;
-            }
-            let buf = if self.momentum != 0.0 {
-                let b = match self.buffers.get(name) {
-                    Some(b) => ((b * self.momentum)? + g)?,
-                    // A tensor of its own (not the gradient's storage): later steps update it
-                    // in place.
-                    None => g.copy()?,
-                };
-                self.buffers.insert(name.clone(), b.clone());
-                b
-            } else {
-                g
-            };
-            var.set(&(theta - (buf * lr)?)?)?;
         }
-        Ok(())
-    }
-}
-
-/// `buf ← (buf·μ + 0) + (g + (θ·wd + 0))` in place on `buf` (arguments `g`, `θ`): the same f32
-/// operations, in the same order, as the candle ops of the first step's path (`affine` adds
-/// its zero offset), so both paths give the same bits.
-struct MomentumUpdate {
-    m: f32,
-    wd: f32,
-    /// Whether the decay term is added (decided in f64, as the composed path does: a decay
-    /// that rounds to 0 in f32 still adds `θ·0 + 0`).
-    decay: bool,
-}
-
-impl candle_core::InplaceOp3 for MomentumUpdate {
-    fn name(&self) -> &'static str {
-        "sgd_momentum"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &mut candle_core::CpuStorage,
-        l1: &candle_core::Layout,
-        s2: &candle_core::CpuStorage,
-        l2: &candle_core::Layout,
-        s3: &candle_core::CpuStorage,
-        l3: &candle_core::Layout,
-    ) -> Result<()> {
-        use rayon::prelude::*;
-        let (g, th) = (crate::kernels::f32_slice(s2, l2)?, crate::kernels::f32_slice(s3, l3)?);
-        let buf = crate::kernels::f32_slice_mut(s1, l1, "sgd_momentum")?;
-        if buf.len() != g.len() || buf.len() != th.len() {
-            candle_core::bail!("sgd_momentum: {} / {} / {} values", buf.len(), g.len(), th.len());
-        }
-        let (m, wd, decay) = (self.m, self.wd, self.decay);
-        let chunk = crate::kernels::ELEMWISE_CHUNK;
-        buf.par_chunks_mut(chunk)
-            .zip(g.par_chunks(chunk).zip(th.par_chunks(chunk)))
-            .for_each(|(b, (g, th))| {
-                for ((b, &g), &t) in b.iter_mut().zip(g).zip(th) {
-                    let g = if decay { g + (t * wd + 0.0) } else { g };
-                    *b = (*b * m + 0.0) + g;
-                }
-            });
         Ok(())
     }
 }

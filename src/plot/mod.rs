@@ -8,7 +8,8 @@
 //! - `temperature.{png,svg}`: top-1 vs τ;
 //! - `curves.{png,svg}`: loss and kNN top-1 per epoch, one line per run.
 
-use crate::sweep::results::{read_csv, Row};
+use crate::io::error::FileError;
+use crate::io::table::{read_csv, Row};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -51,10 +52,28 @@ pub struct Chart {
     pub marks: Vec<(f64, String)>,
 }
 
+/// Why a figure could not be drawn.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// runs.csv (or a run's metrics.csv) could not be read.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// plotters failed to draw or write the image.
+    #[error("{path}: {message}")]
+    Draw {
+        /// Image file.
+        path: PathBuf,
+        /// plotters' message.
+        message: String,
+    },
+}
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
+    // plotters' error type is generic over the backend; its text is kept and the caller adds
+    // the file name (PlotError::Draw).
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let xs: Vec<f64> = c
@@ -157,18 +176,16 @@ where
 }
 
 /// Write `base.png` and `base.svg`.
-pub fn render(chart: &Chart, base: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn render(chart: &Chart, base: &Path) -> Result<Vec<PathBuf>, PlotError> {
     register_font();
     let png = base.with_extension("png");
     let svg = base.with_extension("svg");
-    {
-        let root = BitMapBackend::new(&png, (800, 520)).into_drawing_area();
-        draw(&root, chart)?;
-    }
-    {
-        let root = SVGBackend::new(&svg, (800, 520)).into_drawing_area();
-        draw(&root, chart)?;
-    }
+    let failed = |path: &Path| {
+        let path = path.to_path_buf();
+        move |message| PlotError::Draw { path, message }
+    };
+    draw(&BitMapBackend::new(&png, (800, 520)).into_drawing_area(), chart).map_err(failed(&png))?;
+    draw(&SVGBackend::new(&svg, (800, 520)).into_drawing_area(), chart).map_err(failed(&svg))?;
     Ok(vec![png, svg])
 }
 
@@ -311,7 +328,7 @@ fn curves(dir: &Path, rows: &[Row], col: &str, title: &str, y_label: &str) -> Op
 }
 
 /// Draw every figure that `results/<sweep>/runs.csv` supports; returns the files written.
-pub fn plot_sweep(dir: &Path) -> Result<Vec<PathBuf>, String> {
+pub fn plot_sweep(dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     let (header, rows) = read_csv(&dir.join("runs.csv"))?;
     let mut out = Vec::new();
     let has = |k: &str| header.iter().any(|h| h == k);
@@ -335,4 +352,63 @@ pub fn plot_sweep(dir: &Path) -> Result<Vec<PathBuf>, String> {
         out.extend(render(&c, &dir.join("curves-knn"))?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod golden_tmp {
+    use super::*;
+    #[test]
+    fn golden_dump() {
+        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
+        let dir = PathBuf::from(dir).join("plot");
+        std::fs::create_dir_all(&dir).unwrap();
+        let s = |l: &str, pts: Vec<(f64, f64, f64)>| Series {
+            label: l.into(),
+            points: pts,
+        };
+        let charts = [
+            Chart {
+                title: "a".into(),
+                x_label: "x".into(),
+                y_label: "y".into(),
+                x_ticks: Some(vec!["0.9".into(), "0.99".into(), "0.999".into()]),
+                log2_x: false,
+                series: vec![
+                    s("moco", vec![(0.0, 50.0, 1.0), (1.0, 60.0, 0.0), (2.0, 65.0, 2.5)]),
+                    s("end", vec![(0.0, 40.0, 0.0)]),
+                ],
+                marks: vec![(1.0, "fail".into())],
+            },
+            Chart {
+                title: "K".into(),
+                x_label: "K".into(),
+                y_label: "t".into(),
+                x_ticks: None,
+                log2_x: true,
+                series: vec![s("", vec![(8.0, 50.0, 1.0), (10.0, 55.0, 0.5), (12.0, 57.0, 0.0)])],
+                marks: vec![],
+            },
+            Chart {
+                title: "c".into(),
+                x_label: "e".into(),
+                y_label: "l".into(),
+                x_ticks: None,
+                log2_x: false,
+                series: vec![s("r1", vec![(1.0, 5.0, 0.0), (2.0, 4.0, 0.0)])],
+                marks: vec![],
+            },
+            Chart {
+                title: "empty".into(),
+                x_label: "e".into(),
+                y_label: "l".into(),
+                x_ticks: None,
+                log2_x: false,
+                series: vec![],
+                marks: vec![],
+            },
+        ];
+        for (i, c) in charts.iter().enumerate() {
+            render(c, &dir.join(format!("c{i}"))).unwrap();
+        }
+    }
 }

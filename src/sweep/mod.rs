@@ -73,6 +73,9 @@ pub enum SweepError {
         /// Why it is rejected (names the key).
         message: String,
     },
+    /// runs.csv or a README could not be written or read.
+    #[error(transparent)]
+    File(#[from] crate::io::error::FileError),
 }
 
 /// One run of a sweep.
@@ -405,5 +408,71 @@ mod tests {
             parse("[grid]\n\"dictionary.size\" = [1000]\n"),
             Err(SweepError::Point { .. })
         ));
+    }
+}
+
+#[cfg(test)]
+mod golden_tmp {
+    use super::*;
+    #[test]
+    fn golden_dump() {
+        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
+        let tmp = std::env::temp_dir().join("golden_sweep_base");
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::write(tmp.join("base.toml"), "seed = 3\n[train]\nepochs = 2\n").unwrap();
+        std::fs::write(tmp.join("bad.toml"), "seed = [\n").unwrap();
+        let docs = [
+            "seeds = [0, 1]\n[set]\n\"train.batch_size\" = 64\n[grid]\n\"moco.momentum\" = [0.9, 0.99]\n\"moco.temperature\" = [0.1, 0.2]\n[zip]\n\"train.lr\" = [0.03, 0.06]\n\"train.epochs\" = [1, 2]\n",
+            "[[grid]]\n\"dictionary.mode\" = [\"moco\", \"memory_bank\"]\n\"dictionary.size\" = [1024, 2048]\n[[grid]]\n\"dictionary.mode\" = [\"end_to_end\"]\nzip = { \"train.batch_size\" = [128, 256], \"model.bn_splits\" = [4, 8] }\n",
+            "base = \"base.toml\"\nname = \"nm\"\n",
+            "base = \"nothere.toml\"\n",
+            "base = \"bad.toml\"\n",
+            "base = 3\n",
+            "name = \"a/b\"\n",
+            "name = \"\"\n",
+            "name = 4\n",
+            "set = 3\n",
+            "[set]\n\"moco.momentun\" = 0.3\n",
+            "grid = 3\n",
+            "grid = []\n",
+            "grid = [1]\n",
+            "zip = 3\n",
+            "[zip]\n",
+            "[zip]\n\"train.lr\" = [0.1, 0.2]\n\"train.epochs\" = [1]\n",
+            "seeds = []\n",
+            "seeds = 3\n",
+            "seeds = [1, 2]\n",
+            "",
+            "grids = 1\n",
+            "x = {\n",
+            "[grid]\n\"moco.momentum\" = [0.9, 1.5]\n",
+            "[grid]\n\"train.epochs\" = [\"ten\"]\n",
+            "[grid]\n\"dictionary.size\" = [1000]\n",
+            "[grid]\n\"moco.momentun\" = [0.9]\n",
+            "[grid]\n\"moco.momentum\" = []\n",
+            "[grid]\n\"moco.momentum\" = [0.5, 0.6]\nzip = 3\n",
+            "[[grid]]\nzip = { \"train.lr\" = [0.1, 0.2], \"train.epochs\" = [1] }\n",
+        ];
+        let mut out = String::new();
+        for d in docs {
+            let r = Sweep::parse(d, &tmp.join("sw.toml"));
+            out += &match r {
+                Ok(s) => format!(
+                    "OK {} {:?} {:?}\n{}\n{:?}\n",
+                    s.name,
+                    s.path,
+                    s.keys,
+                    s.plan(),
+                    s.points
+                        .iter()
+                        .map(|p| (p.index, p.label(), p.config.to_toml()))
+                        .collect::<Vec<_>>()
+                ),
+                Err(e) => format!("ERR {e} | {e:?}\n"),
+            };
+            out += "=====\n";
+        }
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(format!("{dir}/sweep.txt"), out).unwrap();
     }
 }

@@ -3,8 +3,9 @@
 
 use super::{show, Sweep};
 use crate::io::atomic::write_atomic;
+use crate::io::error::FileError;
 use crate::io::run_dir::{RunDir, RunSummary};
-use std::collections::BTreeMap;
+use crate::io::table::Row;
 use std::path::Path;
 
 /// Fixed columns after the swept keys.
@@ -23,9 +24,6 @@ pub const COLUMNS: [&str; 13] = [
     "device",
     "commit",
 ];
-
-/// One row: column name → value (empty when unknown).
-pub type Row = BTreeMap<String, String>;
 
 fn opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_default()
@@ -83,35 +81,6 @@ pub fn header(keys: &[String]) -> Vec<String> {
     h
 }
 
-/// Write rows atomically.
-pub fn write_csv(path: &Path, header: &[String], rows: &[Row]) -> Result<(), String> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(header).map_err(|e| e.to_string())?;
-    for r in rows {
-        w.write_record(header.iter().map(|h| r.get(h).map(String::as_str).unwrap_or("")))
-            .map_err(|e| e.to_string())?;
-    }
-    let bytes = w.into_inner().map_err(|e| e.to_string())?;
-    write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Read a CSV written by [`write_csv`]: (header, rows).
-pub fn read_csv(path: &Path) -> Result<(Vec<String>, Vec<Row>), String> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let header: Vec<String> = r
-        .headers()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .iter()
-        .map(String::from)
-        .collect();
-    let mut rows = Vec::new();
-    for rec in r.records() {
-        let rec = rec.map_err(|e| format!("{}: {e}", path.display()))?;
-        rows.push(header.iter().cloned().zip(rec.iter().map(String::from)).collect());
-    }
-    Ok((header, rows))
-}
-
 /// The paper's numbers for comparison (ImageNet-1M, ResNet-50, linear top-1, 200 epochs).
 const PAPER: &str = "Paper (He et al. 2020, ImageNet-1M, ResNet-50, linear protocol top-1, 200 epochs): \
 momentum m = 0 / 0.9 / 0.99 / 0.999 / 0.9999 → fail / 55.2 / 57.8 / 59.0 / 58.9 (K = 4096, Table 1); \
@@ -141,7 +110,7 @@ pub const NOTES_MARKER: &str = "<!-- notes: kept when this file is regenerated -
 
 /// `results/<sweep>/README.md`: the sweep's table beside the paper's numbers, then the notes
 /// section of the previous README (after [`NOTES_MARKER`]), if any.
-pub fn write_readme(dir: &Path, name: &str, keys: &[String], rows: &[Row], command: &str) -> Result<(), String> {
+pub fn write_readme(dir: &Path, name: &str, keys: &[String], rows: &[Row], command: &str) -> Result<(), FileError> {
     let path = dir.join("README.md");
     let notes = std::fs::read_to_string(&path)
         .ok()
@@ -190,7 +159,7 @@ files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn w
 paper's \"fail\"; the figures mark it so), `diverged` for a non-finite loss.\n\n{NOTES_MARKER}"
     );
     s += notes.as_deref().unwrap_or("\n");
-    write_atomic(&path, s.as_bytes()).map_err(|e| format!("{}: {e}", dir.display()))
+    write_atomic(&path, s.as_bytes()).map_err(FileError::io(&path))
 }
 
 #[cfg(test)]

@@ -3,10 +3,11 @@
 //! `--shard i/n` takes every n-th point so n machines can share one sweep; every machine
 //! writes only its own run directories, and `runs.csv` is rebuilt from all of them.
 
-use super::results::{collect, header, write_csv};
-use super::Sweep;
+use super::results::{collect, header};
+use super::{Sweep, SweepError};
 use crate::io::atomic::write_atomic;
-use crate::io::run_dir::{RunDir, RunStatus, RunSummary};
+use crate::io::run_dir::{RunDir, RunStatus};
+use crate::io::table::write_csv;
 use crate::train::{train, TrainOptions};
 use std::path::{Path, PathBuf};
 
@@ -45,10 +46,11 @@ pub fn sweep_dir(sweep: &Sweep, root: &Path) -> PathBuf {
 }
 
 /// Run (this shard of) the sweep, then rewrite `runs.csv`.
-pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutcome> {
+pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> Result<SweepOutcome, SweepError> {
     let dir = sweep_dir(sweep, &opts.results_root);
-    std::fs::create_dir_all(&dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    write_atomic(&dir.join("plan.txt"), sweep.plan().as_bytes())?;
+    std::fs::create_dir_all(&dir).map_err(|source| SweepError::Io { path: dir.clone(), source })?;
+    let plan = dir.join("plan.txt");
+    write_atomic(&plan, sweep.plan().as_bytes()).map_err(|source| SweepError::Io { path: plan, source })?;
     let mut out = SweepOutcome::default();
     let mine: Vec<_> = sweep
         .points
@@ -57,19 +59,10 @@ pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutc
         .collect();
     for (k, p) in mine.iter().enumerate() {
         let rd = RunDir::new(dir.join(&p.run_id));
-        if let Ok(s) = RunSummary::load(&rd.summary()) {
-            if s.status != RunStatus::Failed {
-                eprintln!(
-                    "[{}/{}] #{} {}: already {:?}, skipped",
-                    k + 1,
-                    mine.len(),
-                    p.index,
-                    p.label(),
-                    s.status
-                );
-                out.skipped += 1;
-                continue;
-            }
+        if let Some(status) = rd.finished() {
+            eprintln!("[{}/{}] #{} {}: already {status:?}, skipped", k + 1, mine.len(), p.index, p.label());
+            out.skipped += 1;
+            continue;
         }
         let resume = rd.checkpoint().exists();
         eprintln!(
@@ -92,15 +85,20 @@ pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutc
             Some(d) => {
                 let mut c = p.config.clone().into_inner();
                 c.device = d.clone();
-                c.validate()?
+                c.validate().map_err(|e| SweepError::Point {
+                    path: sweep.path.clone(),
+                    index: p.index,
+                    point: format!("--device {d}"),
+                    message: e.to_string(),
+                })?
             }
         };
         match train(&config, &rd, &topts) {
             Ok(s) if s.status == RunStatus::Diverged => out.diverged += 1,
             Ok(_) => out.ran += 1,
             Err(e) => {
-                eprintln!("  run {} failed: {e:#}", p.run_id);
-                out.failed.push(format!("{}: {e:#}", p.run_id));
+                eprintln!("  run {} failed: {e}", p.run_id);
+                out.failed.push(format!("{}: {e}", p.run_id));
             }
         }
         write_runs_csv(sweep, &opts.results_root)?;
@@ -110,10 +108,10 @@ pub fn run_sweep(sweep: &Sweep, opts: &SweepOptions) -> anyhow::Result<SweepOutc
 }
 
 /// Rebuild `results/<sweep>/runs.csv` from the run directories (`--collect`).
-pub fn write_runs_csv(sweep: &Sweep, root: &Path) -> anyhow::Result<PathBuf> {
+pub fn write_runs_csv(sweep: &Sweep, root: &Path) -> Result<PathBuf, SweepError> {
     let dir = sweep_dir(sweep, root);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).map_err(|source| SweepError::Io { path: dir.clone(), source })?;
     let path = dir.join("runs.csv");
-    write_csv(&path, &header(&sweep.keys), &collect(sweep, &dir)).map_err(anyhow::Error::msg)?;
+    write_csv(&path, &header(&sweep.keys), &collect(sweep, &dir))?;
     Ok(path)
 }

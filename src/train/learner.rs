@@ -1,6 +1,7 @@
 //! The state of one self-supervised run (encoders, dictionary, optimizer) and its training
 //! step for each of the paper's three dictionary mechanisms, all through one encoder type and
-//! one loss ([`super::loss`]).
+//! one loss ([`crate::nn::loss`]). The dictionary is one enum ([`Dictionary`]), so a run
+//! holds exactly its mechanism's state.
 //!
 //! `moco` step (Algorithm 1 of the paper, official order):
 //! 1. `q = normalize(f_q(x_q))`                                  // (N, C)
@@ -10,17 +11,24 @@
 //! 5. SGD on θq; enqueue k (dropping the oldest N keys)
 
 use super::dictionary::{KeyQueue, MemoryBank};
+use crate::config::{DictionaryMode, ValidRunConfig};
+use crate::model::{BnMode, Encoder, ParamStore};
 use crate::nn::ema::ema_update;
 use crate::nn::loss::{info_nce, l2_normalize};
 use crate::nn::optim::Sgd;
-use crate::config::{DictionaryMode, ValidRunConfig};
-use crate::model::{BnMode, Encoder, ParamStore};
 use candle_core::{Device, Result, Tensor};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
-/// State update that follows a successful SGD step (enqueue, bank update).
-type AfterStep = Box<dyn FnOnce(&mut Learner) -> Result<()>>;
+/// What a step changes in its dictionary after the SGD step succeeded.
+enum Update {
+    /// Enqueue these keys `(N, C)`, dropping the oldest N.
+    Enqueue(Tensor),
+    /// Move the bank rows of these images towards their queries.
+    Bank(Tensor),
+    /// Nothing (end-to-end).
+    None,
+}
 
 /// Random choices of one step, drawn by the trainer (or given by a test).
 #[derive(Debug, Clone, Default)]
@@ -42,6 +50,24 @@ pub struct StepStats {
     pub contrast_acc1: f32,
 }
 
+/// The dictionary of one mechanism (`dictionary.mode`), holding exactly what that mechanism
+/// needs.
+pub enum Dictionary {
+    /// `moco`: the key encoder θk / f_k, updated by EMA, and the FIFO queue of its keys.
+    Queue {
+        /// θk.
+        key_store: ParamStore,
+        /// f_k.
+        key_encoder: Encoder,
+        /// K keys.
+        queue: KeyQueue,
+    },
+    /// `memory_bank`: one feature per training image.
+    Bank(MemoryBank),
+    /// `end_to_end`: the batch's own keys, no state.
+    EndToEnd,
+}
+
 /// Encoders, dictionary and optimizer of a run.
 pub struct Learner {
     /// Run config.
@@ -50,12 +76,8 @@ pub struct Learner {
     pub q_store: ParamStore,
     /// f_q.
     pub encoder_q: Encoder,
-    /// θk and f_k (moco mode).
-    pub key: Option<(ParamStore, Encoder)>,
-    /// Queue (moco mode).
-    pub queue: Option<KeyQueue>,
-    /// Bank (memory_bank mode).
-    pub bank: Option<MemoryBank>,
+    /// The mechanism's dictionary.
+    pub dictionary: Dictionary,
     /// Optimizer over θq.
     pub optim: Sgd,
     /// Where tensors live.
@@ -69,42 +91,69 @@ impl Learner {
         let q_store = ParamStore::new(device);
         let encoder_q = Encoder::new(&cfg.model, &q_store, cfg.seed)?;
         let dim = cfg.model.feature_dim;
-        let mode = cfg.dictionary.mode;
-        let key = if mode == DictionaryMode::Moco {
-            let k_store = q_store.deep_copy()?;
-            let enc = Encoder::new(&cfg.model, &k_store, cfg.seed)?;
-            Some((k_store, enc))
-        } else {
-            None
-        };
-        let queue = if mode == DictionaryMode::Moco {
-            Some(KeyQueue::new(cfg.dictionary.size, dim, cfg.seed, device)?)
-        } else {
-            None
-        };
-        let bank = if mode == DictionaryMode::MemoryBank {
-            Some(MemoryBank::new(train_len, dim, cfg.dictionary.bank_momentum, cfg.seed, device)?)
-        } else {
-            None
+        let dictionary = match cfg.dictionary.mode {
+            DictionaryMode::Moco => {
+                let key_store = q_store.deep_copy()?;
+                let key_encoder = Encoder::new(&cfg.model, &key_store, cfg.seed)?;
+                let queue = KeyQueue::new(cfg.dictionary.size, dim, cfg.seed, device)?;
+                Dictionary::Queue {
+                    key_store,
+                    key_encoder,
+                    queue,
+                }
+            }
+            DictionaryMode::MemoryBank => {
+                Dictionary::Bank(MemoryBank::new(train_len, dim, cfg.dictionary.bank_momentum, cfg.seed, device)?)
+            }
+            DictionaryMode::EndToEnd => Dictionary::EndToEnd,
         };
         Ok(Self {
             cfg: cfg.clone(),
             q_store,
             encoder_q,
-            key,
-            queue,
-            bank,
+            dictionary,
             optim: Sgd::new(cfg.train.sgd_momentum, cfg.train.weight_decay),
             device: device.clone(),
         })
     }
 
+    /// θk (`moco` mode).
+    pub fn key_store(&self) -> Option<&ParamStore> {
+        match &self.dictionary {
+            Dictionary::Queue { key_store, .. } => Some(key_store),
+            _ => None,
+        }
+    }
+
+    /// The queue (`moco` mode).
+    pub fn queue(&self) -> Option<&KeyQueue> {
+        match &self.dictionary {
+            Dictionary::Queue { queue, .. } => Some(queue),
+            _ => None,
+        }
+    }
+
+    /// The queue, mutably (`moco` mode).
+    pub fn queue_mut(&mut self) -> Option<&mut KeyQueue> {
+        match &mut self.dictionary {
+            Dictionary::Queue { queue, .. } => Some(queue),
+            _ => None,
+        }
+    }
+
+    /// The bank (`memory_bank` mode).
+    pub fn bank_mut(&mut self) -> Option<&mut MemoryBank> {
+        match &mut self.dictionary {
+            Dictionary::Bank(bank) => Some(bank),
+            _ => None,
+        }
+    }
+
     /// Views the input pipeline must produce per image.
     pub fn views(&self) -> usize {
-        if self.cfg.dictionary.mode == DictionaryMode::MemoryBank {
-            1
-        } else {
-            2
+        match self.dictionary {
+            Dictionary::Bank(_) => 1,
+            _ => 2,
         }
     }
 
@@ -131,7 +180,7 @@ impl Learner {
             p.shuffle(rng);
             c.permutation = Some(p);
         }
-        if let Some(bank) = &self.bank {
+        if let Dictionary::Bank(bank) = &self.dictionary {
             let rows = bank.features.dim(0).unwrap_or(1) as u32;
             c.negatives = Some((0..self.cfg.dictionary.size).map(|_| rng.random_range(0..rows)).collect());
         }
@@ -162,69 +211,53 @@ impl Learner {
     /// the EMA and the train-mode BN statistics have moved, so the caller must stop the run
     /// (it does: no checkpoint is written after a divergence).
     pub fn step(&mut self, views: &[Tensor], indices: &[u32], lr: f64, choices: &StepChoices) -> Result<StepStats> {
-        let t = self.cfg.moco.temperature;
         let perm = choices.permutation.as_deref();
         // MoCo's key branch (EMA, then the key encoder's forward) runs before the query's
         // forward: the EMA reads only θq, which the query forward does not change (BN running
         // statistics are not part of it), so the result is the same bits as the official order,
         // and the key encoder's activations come and go before the query's graph exists
         // (lower peak memory).
-        let k_moco = match self.cfg.dictionary.mode {
-            DictionaryMode::Moco => {
-                let (k_store, enc_k) = self.key.as_ref().expect("moco mode has a key encoder");
-                ema_update(&self.q_store, k_store, self.cfg.moco.momentum)?;
-                Some(self.shuffled_forward(enc_k, &views[1], perm)?.detach()) // (N, C)
+        let query = |s: &Self| -> Result<Tensor> { l2_normalize(&s.encoder_q.forward(&views[0], s.train_mode())?) }; // (N, C)
+                                                                                                                     // (q, positive keys (N, C), negatives (K, C), whether negatives[i] is row i's own
+                                                                                                                     // positive, and the dictionary update that follows a successful SGD step)
+        let (q, k_pos, negatives, mask_diagonal, update) = match &self.dictionary {
+            Dictionary::Queue {
+                key_store,
+                key_encoder,
+                queue,
+            } => {
+                ema_update(&self.q_store, key_store, self.cfg.moco.momentum)?;
+                let k = self.shuffled_forward(key_encoder, &views[1], perm)?.detach(); // (N, C)
+                (query(self)?, k.clone(), queue.keys.clone(), false, Update::Enqueue(k))
             }
-            _ => None,
-        };
-        let q = l2_normalize(&self.encoder_q.forward(&views[0], self.train_mode())?)?; // (N, C)
-                                                                                       // (positive keys, negatives, whether negatives[i] is row i's own positive, then)
-        let (k_pos, negatives, mask_diagonal, after): (Tensor, Tensor, bool, AfterStep) = match self.cfg.dictionary.mode {
-            DictionaryMode::Moco => {
-                let k = k_moco.expect("computed above for moco");
-                let queue = self.queue.as_ref().expect("moco mode has a queue");
-                let keys = queue.keys.clone();
-                (
-                    k.clone(),
-                    keys,
-                    false,
-                    Box::new(move |s: &mut Self| s.queue.as_mut().expect("queue").enqueue(&k)),
-                )
-            }
-            DictionaryMode::EndToEnd => {
-                let k = self.shuffled_forward(&self.encoder_q, &views[1], perm)?; // (N, C), with gradient
-                (k.clone(), k, true, Box::new(|_: &mut Self| Ok(())))
-            }
-            DictionaryMode::MemoryBank => {
-                let bank = self.bank.as_ref().expect("memory_bank mode has a bank");
+            Dictionary::Bank(bank) => {
                 let idx = Tensor::new(indices, &self.device)?;
-                let pos = bank.rows(&idx)?; // (N, C)
                 let neg_idx = choices.negatives.as_deref().unwrap_or(&[]);
                 let neg = bank.rows(&Tensor::new(neg_idx, &self.device)?)?; // (K, C)
-                let qd = q.detach();
-                (
-                    pos,
-                    neg,
-                    false,
-                    Box::new(move |s: &mut Self| s.bank.as_mut().expect("bank").update(&idx, &qd)),
-                )
+                (query(self)?, bank.rows(&idx)?, neg, false, Update::Bank(idx))
+            }
+            Dictionary::EndToEnd => {
+                let q = query(self)?;
+                let k = self.shuffled_forward(&self.encoder_q, &views[1], perm)?; // (N, C), with gradient
+                (q, k.clone(), k, true, Update::None)
             }
         };
-        let (loss, acc) = info_nce(&q, &k_pos, &negatives, t, mask_diagonal)?; // over (N, 1+K) logits
+        let (loss, acc) = info_nce(&q, &k_pos, &negatives, self.cfg.moco.temperature, mask_diagonal)?; // over (N, 1+K)
         let loss_v = loss.to_scalar::<f32>()?;
-        if !loss_v.is_finite() {
-            return Ok(StepStats {
-                loss: loss_v,
-                contrast_acc1: acc,
-            });
-        }
-        let grads = loss.backward()?;
-        let params = self.q_store.trainable();
-        self.optim.step(&params, &grads, lr)?;
-        after(self)?;
-        Ok(StepStats {
+        let stats = StepStats {
             loss: loss_v,
             contrast_acc1: acc,
-        })
+        };
+        if !loss_v.is_finite() {
+            return Ok(stats);
+        }
+        let grads = loss.backward()?;
+        self.optim.step(&self.q_store.trainable(), &grads, lr)?;
+        match (&mut self.dictionary, update) {
+            (Dictionary::Queue { queue, .. }, Update::Enqueue(k)) => queue.enqueue(&k)?,
+            (Dictionary::Bank(bank), Update::Bank(idx)) => bank.update(&idx, &q.detach())?,
+            _ => {}
+        }
+        Ok(stats)
     }
 }

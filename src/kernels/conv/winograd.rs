@@ -23,26 +23,19 @@
 //! more run here, and their weight gradients on planes of 16×16 and more ([`grad_weight`]:
 //! Winograd F(3×3, 2×2), the same transforms transposed).
 
-use super::conv::ConvGeom;
-use super::packed::{self, BSource, NoPack, PackedA, MR, NR, WV};
-use super::SendPtr;
+use super::geometry::ConvGeom;
+use super::knobs;
+use super::wide::{self, wide_gw};
+use crate::kernels::cpu::{unwritten, SendPtr};
+use crate::kernels::packed::{self, BSource, NoPack, PackedA, MR, NR, WV};
 use rayon::prelude::*;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-static ON: AtomicBool = AtomicBool::new(true);
-
-/// Turn the Winograd path off (the implicit GEMM then runs), process-wide, for
-/// `examples/conv_ab.rs` and the tests that compare both. Benchmarks only.
-#[doc(hidden)]
-pub fn set_winograd(on: bool) {
-    ON.store(on, Ordering::Relaxed);
-}
 
 /// Whether a convolution (`cout` output channels) runs here: 3×3, stride 1, padding 1 (output =
-/// input size), with the AVX-512 microkernel (the portable one is exact but scalar).
-pub(crate) fn applies(g: &ConvGeom, cout: usize) -> bool {
-    ON.load(Ordering::Relaxed)
+/// input size), with the AVX-512 microkernel (the portable one is exact but scalar), and
+/// [`knobs::Knobs::winograd`] on.
+pub(super) fn applies(g: &ConvGeom, cout: usize) -> bool {
+    knobs::get().winograd
         && packed::has_fast_kernel()
         && (g.k, g.stride, g.pad) == (3, 1, 1)
         && g.n > 0
@@ -51,26 +44,24 @@ pub(crate) fn applies(g: &ConvGeom, cout: usize) -> bool {
 }
 
 /// Fewer input or output channels stay on the implicit GEMM: the transforms then outweigh
-/// the products (`examples/wino_probe.rs`, batch 128: 8 channels at 32×32 1.9 against 1.2 ms,
-/// 16 at 16×16 1.3 against 1.0). At 32 the forward alone breaks even (8×8) or wins (32×32),
-/// but the CPU sweeps' width-8 model (`experiments/cifar10-cpu.toml`, 32 channels at 8×8)
-/// stepped at 492–504 img/s with the limit at 32 against 534–597 without Winograd, and at
-/// 532–625 with it at 64 (alternating `moco bench step … --steps 40`).
+/// the products. At 32 channels the forward alone breaks even or wins, but the CPU sweeps'
+/// width-8 model (`experiments/cifar10-cpu.toml`, 32 channels at 8×8) stepped slower with
+/// Winograd than without (bench/README.md).
 const MIN_CHANNELS: usize = 64;
 
 /// Whether a weight gradient runs here ([`grad_weight`]): as [`applies`], on planes of 16×16
-/// and more — at 8×8 (256 channels, batch 64) each task's sums `S` (16·C·Cout floats, 4 MB)
-/// and their reduction made it 1.7x slower than the implicit GEMM (`GW=1 wino_probe 256 8`).
-pub(crate) fn applies_gw(g: &ConvGeom, cout: usize) -> bool {
-    applies(g, cout) && g.h * g.w >= 256
+/// and more (at 8×8 each task's sums `S`, 16·C·Cout floats, and their reduction cost more than
+/// the product saves), with what every wide-tile weight gradient needs
+/// ([`wide::gw_applies`]: its products run on the wide tile).
+pub(super) fn applies_gw(g: &ConvGeom, cout: usize) -> bool {
+    applies(g, cout) && g.h * g.w >= 256 && wide::gw_applies(g, cout)
 }
 
 /// Smaller planes stay on the implicit GEMM: at 4×4 a tile row is two tiles, and the
-/// transforms and the weight's (16·C·Cout values per call) cost more than the product saves
-/// (`examples/wino_probe.rs`: 512 channels at 4×4, batch 64, 91–197 against 205–243 GFLOP/s).
+/// transforms and the weight's (16·C·Cout values per call) cost more than the product saves.
 const MIN_PLANE: usize = 64;
 
-/// Transformed points per tile.
+/// Points of a transformed 4×4 tile, hence independent products per block.
 const XI: usize = 16;
 
 /// `U[ξ] = (G g Gᵀ)[ξ]` for every (output, input) channel pair, written straight into the
@@ -160,7 +151,7 @@ unsafe fn output_row(m: *const f32, mrow: usize, tw: usize, ty: usize, ho: usize
 /// The transforms on 16 tiles at a time: masked loads do the padding, permutes split even
 /// and odd columns (input) and interleave them (output), so no scratch row is written and
 /// read back (a 16-wide load of a row just stored at a one-float shift stalls on store
-/// forwarding: `perf` put 16% of the layer on one such load).
+/// forwarding).
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
@@ -279,9 +270,9 @@ mod avx512 {
         }
     }
 
-    /// [`super::grad_block`] for one tile, 16 output channels at a time: four gathers (a plane apart)
-    /// per 16 channels, 16 contiguous stores (the scalar loop's loads a plane apart and stores
-    /// 4 KB-aliased per ξ made it 3x slower than the products).
+    /// [`super::grad_block`] for one tile, 16 output channels at a time: four gathers (a plane
+    /// apart) per 16 channels, 16 contiguous stores (the scalar loop's loads a plane apart and
+    /// its stores 4 KB-aliased per ξ cost more than the products).
     ///
     /// # Safety
     /// The CPU has AVX-512F; `p` points at the tile's top-left output of channel 0 in an image's
@@ -343,8 +334,8 @@ struct Tiling {
     /// A block's tiles rounded up to whole panels of the 8×32 tile.
     tp: usize,
     /// Distance between `V` / `M` rows: `tp`, plus one cache line when that is a multiple of
-    /// 128 floats (rows 512 bytes apart crowd a few L1 sets: `perf` put the microkernel's
-    /// stall on its `B` loads).
+    /// 128 floats (rows 512 bytes apart crowd a few L1 sets and stall the microkernel's `B`
+    /// loads).
     ld: usize,
 }
 
@@ -455,13 +446,14 @@ fn products(u: &PackedA, v: &[f32], c: usize, ld: usize, tp: usize, offs: &[usiz
 }
 
 /// Tiles per block (its `V` and `M`: 16 rows of about this many floats per input and per
-/// output channel): of 64 / 128 / 256 / 512 (`examples/wino_probe.rs`, batch 64), 128 was the
-/// fastest at 32×32 and 16×16 and 64–128 at 8×8; more leave the small planes too few blocks.
+/// output channel): large enough for the products to run near peak, small enough for a
+/// block's `V` and `M` to stay near L2 and for the small planes to make several blocks
+/// (chosen with `examples/wino_probe.rs`, bench/README.md).
 const BLOCK_TILES: usize = 128;
 
 /// `y = conv(x, w)` for `x (N, C, H, W)`, `w (Cout, C, 3, 3)`, stride 1, padding 1 (see the
 /// module docs); `y (N, Cout, H, W)`.
-pub(crate) fn conv3x3(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+pub(super) fn conv3x3(x: &[f32], w: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     conv3x3_with(x, w, g, cout, packed::has_fast_kernel(), None)
 }
 
@@ -482,7 +474,7 @@ fn conv3x3_with(x: &[f32], w: &[f32], g: ConvGeom, cout: usize, fast: bool, whol
     let plane = h * wd;
     // SAFETY: the blocks cover every tile row of every image, and each tile row's output
     // transform writes output rows 2ty and 2ty + 1 (when inside) of every output channel.
-    let mut y = unsafe { super::unwritten(n * cout * plane) };
+    let mut y = unsafe { unwritten(n * cout * plane) };
     let yp = SendPtr(y.as_mut_ptr());
     let offs: Vec<usize> = (0..c).map(|ci| ci * ld).collect();
     // V (16·C rows, ld apart) 64-byte aligned: the kernel's B loads stay on lines.
@@ -595,10 +587,10 @@ const GW_CHUNKS: usize = 8;
 /// Winograd F(3×3, 2×2) (the transpose of the forward's algorithm): for every 2×2 tile of the
 /// output gradient and its 4×4 input patch, `gW[o][c] += Gᵀ [(A gy Aᵀ) ⊙ (Bᵀ d B)] G`. The
 /// sum over tiles runs in the transformed domain — 16 products `S[ξ] (C × Cout) = V[ξ] ·
-/// Z[ξ]ᵀ` over the tiles, on the wide tile ([`super::conv::wide_gw`]: `Z` in 64-channel
+/// Z[ξ]ᵀ` over the tiles, on the wide tile ([`wide_gw`]: `Z` in 64-channel
 /// panels, `V`'s rows read in place) — and `G` is applied once at the end. `Cout` must be a
 /// multiple of 64.
-pub(crate) fn grad_weight(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
+pub(super) fn grad_weight(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize) -> Vec<f32> {
     grad_weight_with(x, gy, g, cout, packed::has_fast_kernel())
 }
 
@@ -631,7 +623,7 @@ fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool)
                 unsafe { input_block(x, c, 0..c, &blk, v.as_mut_ptr(), fast) };
                 grad_block(gy, cout, &blk, tp, &mut z, fast);
                 for xi in 0..XI {
-                    super::conv::wide_gw(
+                    wide_gw(
                         &mut s[xi * ss..][..ss],
                         cout,
                         c,
@@ -669,9 +661,9 @@ fn grad_weight_with(x: &[f32], gy: &[f32], g: ConvGeom, cout: usize, fast: bool)
 
 #[cfg(test)]
 mod tests {
+    use super::super::reference;
     use super::*;
     use crate::devcheck::max_abs_diff;
-    use crate::kernels::conv;
 
     /// A deterministic stream of values in [−1, 1).
     fn values(seed: u64) -> impl FnMut(usize) -> Vec<f32> {
@@ -720,7 +712,7 @@ mod tests {
         ] {
             let g = geom(n, c, h, w);
             let (x, gy) = (vals(n * c * h * w), vals(n * cout * h * w));
-            let want = conv::reference::grad_weight(&x, &gy, &g, cout);
+            let want = reference::grad_weight(&x, &gy, &g, cout);
             // The portable transforms everywhere, the AVX-512 ones where the CPU has them.
             for fast in [false, packed::has_fast_kernel()] {
                 let err = rel_err(&grad_weight_with(&x, &gy, g, cout, fast), &want);
@@ -767,7 +759,7 @@ mod tests {
         ] {
             let g = geom(n, c, h, w);
             let (x, wt) = (vals(n * c * h * w), vals(cout * c * 9));
-            let want = conv::reference::forward(&x, &wt, &g, cout);
+            let want = reference::forward(&x, &wt, &g, cout);
             // Blocks and one whole block with parallel stages, whatever the thread count.
             for fast in [false, packed::has_fast_kernel()] {
                 for whole in [false, true] {

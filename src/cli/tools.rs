@@ -1,0 +1,174 @@
+//! Developer tools: `moco bench` (speed and memory, bench/README.md), `moco device-check`
+//! (every op on a device against the CPU path), `moco config` (the resolved config).
+
+use super::{load_config, parse_set, ExitCode, Global};
+use crate::bench::{bench_augment, bench_images, bench_step, compare_steps, read_report, AugmentReport};
+use crate::config::Override;
+use crate::device::make_device;
+use anyhow::{Context, Result};
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+/// `moco bench` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Time the training step of a config on random input (median after warm-up): img/s,
+    /// peak RSS, and with --ops the per-op breakdown.
+    Step {
+        /// Run config (e.g. bench/step.toml); batch, K, mode, width come from it.
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable), e.g. --set train.batch_size=256.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<Override>,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
+        /// Also time each op class of the step.
+        #[arg(long)]
+        ops: bool,
+        /// Repetitions per op (median).
+        #[arg(long, default_value_t = 3)]
+        op_reps: usize,
+        /// Also write the report (JSON) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Augmentation throughput on one core: decode N images, then two views of each.
+    Augment {
+        /// Run config (its augment.* and data.image_size are used).
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<Override>,
+        /// ImageFolder root (train/<class>/*.jpg).
+        #[arg(long, default_value = "../shared/data/cifar10-jpeg")]
+        data: PathBuf,
+        /// Images (the first N in sorted order).
+        #[arg(long, default_value_t = 2000)]
+        images: usize,
+        /// Timed passes over the images (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// Also write the report (JSON) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Print ours / theirs from two step reports (JSON from `bench step` and bench/torch_step.py),
+    /// or two augment reports with --augment.
+    Compare {
+        /// Our report.
+        ours: PathBuf,
+        /// The reference's report.
+        theirs: PathBuf,
+        /// The files are augmentation reports.
+        #[arg(long)]
+        augment: bool,
+    },
+}
+
+/// Arguments of `moco config`.
+#[derive(Debug, clap::Args)]
+pub struct ConfigArgs {
+    /// Run config (TOML).
+    pub config: Option<PathBuf>,
+    /// Override a config key, e.g. --set train.batch_size=256 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub set: Vec<Override>,
+}
+
+/// Run a `moco bench` subcommand.
+pub fn bench(what: BenchCommand, g: &Global) -> Result<ExitCode> {
+    match what {
+        BenchCommand::Step {
+            config,
+            set,
+            warmup,
+            steps,
+            ops,
+            op_reps,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref(), &g.with_device(set))?;
+            let device = make_device(&cfg.device)?;
+            eprintln!(
+                "bench step: {:?} width {} batch {} K {} ({:?}), {warmup} warm-up + {steps} timed steps{}",
+                cfg.model.arch,
+                cfg.model.width,
+                cfg.train.batch_size,
+                cfg.dictionary.size,
+                cfg.dictionary.mode,
+                if ops { ", then the per-op breakdown" } else { "" }
+            );
+            let r = bench_step(&cfg, &device, warmup, steps, if ops { op_reps } else { 0 })?;
+            write_json(json.as_deref(), &r)?;
+        }
+        BenchCommand::Augment {
+            config,
+            set,
+            data,
+            images,
+            reps,
+            json,
+        } => {
+            let cfg = load_config(config.as_deref(), &set)?;
+            let files = bench_images(&data, images)?;
+            eprintln!(
+                "bench augment: {} images from {}, {reps} passes, one thread",
+                files.len(),
+                data.display()
+            );
+            write_json(json.as_deref(), &bench_augment(&cfg, &files, reps)?)?;
+        }
+        BenchCommand::Compare { ours, theirs, augment } => compare(&ours, &theirs, augment)?,
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn compare(ours: &Path, theirs: &Path, augment: bool) -> Result<()> {
+    if !augment {
+        print!("{}", compare_steps(&read_report(ours)?, &read_report(theirs)?));
+        return Ok(());
+    }
+    let (a, b): (AugmentReport, AugmentReport) = (read_report(ours)?, read_report(theirs)?);
+    println!(
+        "augment, one core, {} images at {}px, two views each:\n  {:<14} {:>10.0} img/s\n  {:<14} {:>10.0} img/s\n  ratio {:.2}x (ours / theirs)",
+        a.images,
+        a.size,
+        a.implementation,
+        a.augment_img_per_s,
+        b.implementation,
+        b.augment_img_per_s,
+        a.augment_img_per_s / b.augment_img_per_s
+    );
+    Ok(())
+}
+
+fn write_json(path: Option<&Path>, value: &impl serde::Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    println!("{text}");
+    if let Some(p) = path {
+        crate::io::atomic::write_atomic(p, format!("{text}\n").as_bytes()).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+/// `moco device-check`: exit 1 when any op disagrees with the CPU path.
+pub fn device_check(g: &Global) -> Result<ExitCode> {
+    let device = make_device(g.device.as_deref().unwrap_or("auto"))?;
+    let checks = crate::devcheck::run_checks(&device)?;
+    print!("{}", crate::devcheck::report(&device, &checks));
+    Ok(if checks.iter().all(|c| c.ok()) {
+        ExitCode::Ok
+    } else {
+        ExitCode::Error
+    })
+}
+
+/// `moco config`: print the resolved, validated config.
+pub fn config(a: ConfigArgs) -> Result<ExitCode> {
+    print!("{}", load_config(a.config.as_deref(), &a.set)?.to_toml());
+    Ok(ExitCode::Ok)
+}
