@@ -173,124 +173,193 @@ fn rand_vec(len: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
 
+/// What every timing of the per-op breakdown shares.
+struct OpBench {
+    /// Images per step.
+    n: usize,
+    /// BatchNorm splits (shuffle-BN emulation).
+    splits: usize,
+    /// The device (the CPU).
+    dev: Device,
+    /// Timed repetitions of each op.
+    reps: usize,
+}
+
 /// Seconds per training step of each op class, on the CPU kernels the step uses.
 fn op_breakdown(l: &mut Learner, reps: usize) -> Result<(BTreeMap<String, f64>, Vec<ConvLayerTime>)> {
     if !l.device.is_cpu() {
         return Err(BenchError::NeedsCpu);
     }
-    let cfg = l.cfg.clone();
-    let (n, splits, dev) = (cfg.train.batch_size, cfg.model.bn_splits, l.device.clone());
+    let b = OpBench {
+        n: l.cfg.train.batch_size,
+        splits: l.cfg.model.bn_splits,
+        dev: l.device.clone(),
+        reps,
+    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut ops: BTreeMap<String, f64> = OPS.iter().map(|k| (k.to_string(), 0.0)).collect();
     let mut layers = Vec::new();
     let mut add = |k: &str, v: f64| *ops.get_mut(k).expect("known op") += v;
-    for (i, s) in l.encoder_q.conv_specs(cfg.data.image_size).into_iter().enumerate() {
-        let g = ConvGeom {
-            n,
-            c: s.cin,
-            h: s.side,
-            w: s.side,
-            k: s.k,
-            stride: s.stride,
-            pad: s.pad,
-        };
-        let out = [n, s.cout, s.out_side(), s.out_side()];
-        let x = rand_vec(n * s.cin * s.side * s.side, &mut rng);
-        let w = rand_vec(s.cout * s.cin * s.k * s.k, &mut rng);
-        let gy = rand_vec(out.iter().product(), &mut rng);
+    for (i, s) in l.encoder_q.conv_specs(l.cfg.data.image_size).into_iter().enumerate() {
+        let t = time_conv(&b, &s, i == 0, &mut rng)?;
         // Two forwards per step (query and key encoder), one backward.
-        let fwd = median_time(1, reps, || Ok(parts::forward(&x, &w, g, s.cout)))?;
-        add("conv_fwd", 2.0 * fwd);
-        // The stem's input is the image: no gradient.
-        let gi = if i > 0 {
-            median_time(1, reps, || Ok(parts::grad_input(&x, &w, &gy, g, s.cout)))?
-        } else {
-            0.0
-        };
-        add("conv_grad_input", gi);
-        let gw = median_time(1, reps, || Ok(parts::grad_weight(&x, &w, &gy, g, s.cout)))?;
-        add("conv_grad_weight", gw);
-        let gflop = 2.0 * (n * s.cout * s.out_side() * s.out_side() * s.cin * s.k * s.k) as f64 / 1e9;
-        let rate = |t: f64| if t > 0.0 { gflop / t } else { 0.0 };
-        layers.push(ConvLayerTime {
-            shape: format!("{}->{} {}x{} s{} {}px", s.cin, s.cout, s.k, s.k, s.stride, s.side),
-            gflop,
-            gflops_fwd: rate(fwd),
-            gflops_grad_input: rate(gi),
-            gflops_grad_weight: rate(gw),
-        });
-        // The BN after this conv: train forward + backward (query encoder), train forward (key).
-        let y = Var::from_tensor(&randn(&out, &dev)?)?;
-        let gyt = randn(&out, &dev)?;
-        let (wt, bt) = (
-            Tensor::ones(s.cout, candle_core::DType::F32, &dev)?,
-            Tensor::zeros(s.cout, candle_core::DType::F32, &dev)?,
-        );
-        let (wv, bv) = (Var::from_tensor(&wt)?, Var::from_tensor(&bt)?);
-        let fb = median_time(1, reps, || {
-            let (o, _) = batch_norm_train(y.as_tensor(), wv.as_tensor(), bv.as_tensor(), splits, BN_EPS)?;
-            Ok((o * &gyt)?.sum_all()?.backward()?)
-        })?;
-        let y0 = y.as_tensor().detach();
-        let f = median_time(1, reps, || Ok(batch_norm_train(&y0, &wt, &bt, splits, BN_EPS)?))?;
-        add("bn", fb + f);
+        add("conv_fwd", 2.0 * t.fwd);
+        add("conv_grad_input", t.grad_input);
+        add("conv_grad_weight", t.grad_weight);
+        layers.push(conv_layer_time(b.n, &s, &t));
+        add("bn", time_bn(&b, &s)?);
     }
-    let h = Var::from_tensor(&randn(&[n, l.encoder_q.feat_dim()], &dev)?)?;
-    let head = l.encoder_q.head().clone();
-    add(
-        "head",
-        median_time(1, reps, || Ok(head.forward(h.as_tensor())?.sum_all()?.backward()?))?,
+    add("head", time_head(&b, l)?);
+    if let Some(t) = time_ema(&b, l)? {
+        add("ema", t);
+    }
+    add("queue", time_dictionary(&b, l)?);
+    Ok((ops, layers))
+}
+
+/// Median seconds of one convolution's passes over the batch.
+struct ConvTimes {
+    /// One forward pass.
+    fwd: f64,
+    /// The gradient of the input (0 for the stem).
+    grad_input: f64,
+    /// The gradient of the weights.
+    grad_weight: f64,
+}
+
+/// The output shape `[n, cout, side, side]` of convolution `s` on a batch of `n`.
+fn conv_out_shape(n: usize, s: &ConvSpec) -> [usize; 4] {
+    [n, s.cout, s.out_side(), s.out_side()]
+}
+
+/// Time convolution `s`'s passes on random data; the stem's input is the image, so it has no
+/// grad-input pass.
+fn time_conv(b: &OpBench, s: &ConvSpec, stem: bool, rng: &mut impl rand::Rng) -> Result<ConvTimes> {
+    let n = b.n;
+    let g = ConvGeom {
+        n,
+        c: s.cin,
+        h: s.side,
+        w: s.side,
+        k: s.k,
+        stride: s.stride,
+        pad: s.pad,
+    };
+    let out = conv_out_shape(n, s);
+    let x = rand_vec(n * s.cin * s.side * s.side, rng);
+    let w = rand_vec(s.cout * s.cin * s.k * s.k, rng);
+    let gy = rand_vec(out.iter().product(), rng);
+    let fwd = median_time(1, b.reps, || Ok(parts::forward(&x, &w, g, s.cout)))?;
+    let grad_input = if stem {
+        0.0
+    } else {
+        median_time(1, b.reps, || Ok(parts::grad_input(&x, &w, &gy, g, s.cout)))?
+    };
+    let grad_weight = median_time(1, b.reps, || Ok(parts::grad_weight(&x, &w, &gy, g, s.cout)))?;
+    Ok(ConvTimes {
+        fwd,
+        grad_input,
+        grad_weight,
+    })
+}
+
+/// Convolution `s`'s shape, GFLOP and GFLOP/s of each pass, from its times `t`.
+fn conv_layer_time(n: usize, s: &ConvSpec, t: &ConvTimes) -> ConvLayerTime {
+    let gflop = 2.0 * (n * s.cout * s.out_side() * s.out_side() * s.cin * s.k * s.k) as f64 / 1e9;
+    let rate = |t: f64| if t > 0.0 { gflop / t } else { 0.0 };
+    ConvLayerTime {
+        shape: format!("{}->{} {}x{} s{} {}px", s.cin, s.cout, s.k, s.k, s.stride, s.side),
+        gflop,
+        gflops_fwd: rate(t.fwd),
+        gflops_grad_input: rate(t.grad_input),
+        gflops_grad_weight: rate(t.grad_weight),
+    }
+}
+
+/// Seconds per step of the BN after convolution `s`: train forward + backward (query
+/// encoder), train forward (key encoder).
+fn time_bn(b: &OpBench, s: &ConvSpec) -> Result<f64> {
+    let (dev, splits) = (&b.dev, b.splits);
+    let out = conv_out_shape(b.n, s);
+    let y = Var::from_tensor(&randn(&out, dev)?)?;
+    let gyt = randn(&out, dev)?;
+    let (wt, bt) = (
+        Tensor::ones(s.cout, candle_core::DType::F32, dev)?,
+        Tensor::zeros(s.cout, candle_core::DType::F32, dev)?,
     );
-    if let Some(k_store) = l.key_store() {
-        let m = cfg.moco.momentum;
-        add("ema", median_time(1, reps, || Ok(ema_update(&l.q_store, k_store, m)?))?);
-    }
-    let dim = cfg.model.feature_dim;
-    let q = Var::from_tensor(&l2_normalize(&randn(&[n, dim], &dev)?)?)?;
-    let k = l2_normalize(&randn(&[n, dim], &dev)?)?;
-    let tau = cfg.moco.temperature;
-    match cfg.dictionary.mode {
+    let (wv, bv) = (Var::from_tensor(&wt)?, Var::from_tensor(&bt)?);
+    let fb = median_time(1, b.reps, || {
+        let (o, _) = batch_norm_train(y.as_tensor(), wv.as_tensor(), bv.as_tensor(), splits, BN_EPS)?;
+        Ok((o * &gyt)?.sum_all()?.backward()?)
+    })?;
+    let y0 = y.as_tensor().detach();
+    let f = median_time(1, b.reps, || Ok(batch_norm_train(&y0, &wt, &bt, splits, BN_EPS)?))?;
+    Ok(fb + f)
+}
+
+/// Seconds of the projection head's forward and backward.
+fn time_head(b: &OpBench, l: &Learner) -> Result<f64> {
+    let h = Var::from_tensor(&randn(&[b.n, l.encoder_q.feat_dim()], &b.dev)?)?;
+    let head = l.encoder_q.head().clone();
+    median_time(1, b.reps, || Ok(head.forward(h.as_tensor())?.sum_all()?.backward()?))
+}
+
+/// Seconds of the key encoder's momentum update; None when the mode has no key encoder.
+fn time_ema(b: &OpBench, l: &Learner) -> Result<Option<f64>> {
+    let Some(k_store) = l.key_store() else { return Ok(None) };
+    let m = l.cfg.moco.momentum;
+    Ok(Some(median_time(1, b.reps, || Ok(ema_update(&l.q_store, k_store, m)?))?))
+}
+
+/// Seconds of the InfoNCE loss (forward and backward) against the dictionary of the learner's
+/// mode, and the dictionary's update.
+fn time_dictionary(b: &OpBench, l: &mut Learner) -> Result<f64> {
+    let (mode, dim, tau, size) = (
+        l.cfg.dictionary.mode,
+        l.cfg.model.feature_dim,
+        l.cfg.moco.temperature,
+        l.cfg.dictionary.size,
+    );
+    let q = Var::from_tensor(&l2_normalize(&randn(&[b.n, dim], &b.dev)?)?)?;
+    let k = l2_normalize(&randn(&[b.n, dim], &b.dev)?)?;
+    match mode {
         DictionaryMode::Moco => {
             let queue = l.queue_mut().expect("moco mode has a queue");
-            add(
-                "queue",
-                median_time(1, reps, || {
-                    drop(info_nce(q.as_tensor(), &k, &queue.keys, tau, false)?.0.backward()?);
-                    queue.enqueue(&k)?;
-                    Ok(())
-                })?,
-            );
+            median_time(1, b.reps, || {
+                drop(info_nce(q.as_tensor(), &k, &queue.keys, tau, false)?.0.backward()?);
+                queue.enqueue(&k)?;
+                Ok(())
+            })
         }
         DictionaryMode::MemoryBank => {
             let bank = l.bank_mut().expect("memory_bank mode has a bank");
-            let kk = cfg.dictionary.size;
-            let mut draw = 0u32;
-            add(
-                "queue",
-                median_time(1, reps, || {
-                    let idx: Vec<u32> = (0..n as u32).map(|i| (draw * n as u32 + i) % BANK_ROWS as u32).collect();
-                    let neg: Vec<u32> = (0..kk as u32).map(|i| (i * 7919 + draw) % BANK_ROWS as u32).collect();
-                    draw += 1;
-                    let idx = Tensor::new(idx.as_slice(), &dev)?;
-                    let pos = bank.rows(&idx)?;
-                    let negs = bank.rows(&Tensor::new(neg.as_slice(), &dev)?)?;
-                    drop(info_nce(q.as_tensor(), &pos, &negs, tau, false)?.0.backward()?);
-                    bank.update(&idx, &q.as_tensor().detach())?;
-                    Ok(())
-                })?,
-            );
+            time_memory_bank(b, bank, &q, size, tau)
         }
         DictionaryMode::EndToEnd => {
             let kv = Var::from_tensor(&k)?;
-            add(
-                "queue",
-                median_time(1, reps, || {
-                    Ok(info_nce(q.as_tensor(), kv.as_tensor(), kv.as_tensor(), tau, true)?.0.backward()?)
-                })?,
-            );
+            median_time(1, b.reps, || {
+                Ok(info_nce(q.as_tensor(), kv.as_tensor(), kv.as_tensor(), tau, true)?.0.backward()?)
+            })
         }
     }
-    Ok((ops, layers))
+}
+
+/// Seconds of the memory bank's step: draw the positives and `size` negatives, the loss
+/// (forward and backward), write the queries back.
+fn time_memory_bank(b: &OpBench, bank: &mut MemoryBank, q: &Var, size: usize, tau: f64) -> Result<f64> {
+    let (n, dev) = (b.n, &b.dev);
+    let mut draw = 0u32;
+    median_time(1, b.reps, || {
+        let idx: Vec<u32> = (0..n as u32).map(|i| (draw * n as u32 + i) % BANK_ROWS as u32).collect();
+        let neg: Vec<u32> = (0..size as u32).map(|i| (i * 7919 + draw) % BANK_ROWS as u32).collect();
+        draw += 1;
+        let idx = Tensor::new(idx.as_slice(), dev)?;
+        let pos = bank.rows(&idx)?;
+        let negs = bank.rows(&Tensor::new(neg.as_slice(), dev)?)?;
+        drop(info_nce(q.as_tensor(), &pos, &negs, tau, false)?.0.backward()?);
+        bank.update(&idx, &q.as_tensor().detach())?;
+        Ok(())
+    })
 }
 
 /// What the augmentation benchmark measured.

@@ -11,6 +11,7 @@ mod golden;
 mod hub;
 #[cfg(feature = "hub")]
 mod hub_server;
+mod record;
 mod sweep;
 mod train;
 mod util;

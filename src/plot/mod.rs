@@ -10,6 +10,7 @@
 
 use crate::io::error::FileError;
 use crate::io::table::{read_csv, Row};
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
@@ -68,45 +69,93 @@ pub enum PlotError {
     },
 }
 
+/// The chart area type every figure draws on: numeric x and y.
+type Plot<'a, DB> = ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// plotters' error type is generic over the backend; its text is kept and the caller adds the
+/// file name (PlotError::Draw).
+fn text<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> String {
+    e.to_string()
+}
+
+/// Draw `c` onto `root`: axes, every series, the marks and the legend.
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, c: &Chart) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
-    // plotters' error type is generic over the backend; its text is kept and the caller adds
-    // the file name (PlotError::Draw).
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
-    let xs: Vec<f64> = c
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.0))
-        .chain(c.marks.iter().map(|m| m.0))
-        .collect();
-    let ys: Vec<f64> = c
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2]))
-        .collect();
-    let (x0, x1) = xs
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let (y0, y1) = ys
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-    let (x0, x1) = if x0.is_finite() { (x0, x1) } else { (0.0, 1.0) };
-    let (y0, y1) = if y0.is_finite() { (y0, y1) } else { (0.0, 1.0) };
-    let xpad = ((x1 - x0) * 0.08).max(0.5);
-    let ypad = ((y1 - y0) * 0.15).max(1.0);
+    root.fill(&WHITE).map_err(text)?;
+    let f = Frame::of(c);
     let mut chart = ChartBuilder::on(root)
         .caption(&c.title, ("sans-serif", 18))
         .margin(12)
         .x_label_area_size(42)
         .y_label_area_size(56)
-        .build_cartesian_2d((x0 - xpad)..(x1 + xpad), (y0 - ypad)..(y1 + ypad))
-        .map_err(e)?;
+        .build_cartesian_2d((f.x0 - f.xpad)..(f.x1 + f.xpad), (f.y0 - f.ypad)..(f.y1 + f.ypad))
+        .map_err(text)?;
+    draw_axes(&mut chart, c)?;
+    for (i, s) in c.series.iter().enumerate() {
+        draw_series(&mut chart, s, Palette99::pick(i).to_rgba())?;
+    }
+    draw_marks(&mut chart, &c.marks, f.y0 - f.ypad * 0.5)?;
+    if c.series.len() > 1 || c.series.first().is_some_and(|s| !s.label.is_empty()) {
+        draw_legend(&mut chart)?;
+    }
+    root.present().map_err(text)
+}
+
+/// The plotted extent of a chart: data bounds and the margins added around them.
+struct Frame {
+    /// Smallest x (points and marks).
+    x0: f64,
+    /// Largest x.
+    x1: f64,
+    /// Smallest y (error bars included).
+    y0: f64,
+    /// Largest y.
+    y1: f64,
+    /// Margin left and right of the data.
+    xpad: f64,
+    /// Margin below and above the data.
+    ypad: f64,
+}
+
+impl Frame {
+    /// The bounds of `c`'s points, error bars and marks, with margins.
+    fn of(c: &Chart) -> Frame {
+        let xs = c
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0))
+            .chain(c.marks.iter().map(|m| m.0));
+        let ys = c.series.iter().flat_map(|s| s.points.iter().flat_map(|p| [p.1 - p.2, p.1 + p.2]));
+        let (x0, x1) = extent(xs);
+        let (y0, y1) = extent(ys);
+        Frame {
+            x0,
+            x1,
+            y0,
+            y1,
+            xpad: ((x1 - x0) * 0.08).max(0.5),
+            ypad: ((y1 - y0) * 0.15).max(1.0),
+        }
+    }
+}
+
+/// `(min, max)` of `values`, or `(0, 1)` when there are none.
+fn extent(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if lo.is_finite() {
+        (lo, hi)
+    } else {
+        (0.0, 1.0)
+    }
+}
+
+/// The x tick labels: the categorical names, powers of two on a log₂ axis, else the value.
+fn x_tick_formatter(c: &Chart) -> impl Fn(&f64) -> String {
     let ticks = c.x_ticks.clone();
     let log2 = c.log2_x;
-    let fmt = move |v: &f64| -> String {
+    move |v: &f64| -> String {
         if let Some(t) = &ticks {
             let i = v.round();
             if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < t.len() {
@@ -123,7 +172,15 @@ where
             };
         }
         format!("{v:.2}")
-    };
+    }
+}
+
+/// The mesh, axis descriptions and tick labels.
+fn draw_axes<DB: DrawingBackend>(chart: &mut Plot<'_, DB>, c: &Chart) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    let fmt = x_tick_formatter(c);
     let n_ticks = c.x_ticks.as_ref().map(|t| t.len() * 4 + 1).unwrap_or(10);
     chart
         .configure_mesh()
@@ -134,45 +191,62 @@ where
         .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 13))
         .draw()
-        .map_err(e)?;
-    for (i, s) in c.series.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        chart
-            .draw_series(LineSeries::new(s.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
-            .map_err(e)?
-            .label(&s.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        chart
-            .draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
-            .map_err(e)?;
-        chart
-            .draw_series(
-                s.points
-                    .iter()
-                    .filter(|p| p.2 > 0.0)
-                    .map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 8)),
-            )
-            .map_err(e)?;
-    }
-    for (x, text) in &c.marks {
+        .map_err(text)
+}
+
+/// One series in `color`: its line (with a legend entry), a dot per point and error bars.
+fn draw_series<DB: DrawingBackend>(chart: &mut Plot<'_, DB>, s: &Series, color: RGBAColor) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .draw_series(LineSeries::new(s.points.iter().map(|p| (p.0, p.1)), color.stroke_width(2)))
+        .map_err(text)?
+        .label(&s.label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    chart
+        .draw_series(s.points.iter().map(|p| Circle::new((p.0, p.1), 4, color.filled())))
+        .map_err(text)?;
+    chart
+        .draw_series(
+            s.points
+                .iter()
+                .filter(|p| p.2 > 0.0)
+                .map(|p| ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, color.stroke_width(1), 8)),
+        )
+        .map_err(text)?;
+    Ok(())
+}
+
+/// Each `(x, text)` mark in red at height `y`.
+fn draw_marks<DB: DrawingBackend>(chart: &mut Plot<'_, DB>, marks: &[(f64, String)], y: f64) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    for (x, label) in marks {
         chart
             .draw_series(std::iter::once(Text::new(
-                text.clone(),
-                (*x, y0 - ypad * 0.5),
+                label.clone(),
+                (*x, y),
                 ("sans-serif", 15).into_font().color(&RED),
             )))
-            .map_err(e)?;
+            .map_err(text)?;
     }
-    if c.series.len() > 1 || c.series.first().is_some_and(|s| !s.label.is_empty()) {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 13))
-            .draw()
-            .map_err(e)?;
-    }
-    root.present().map_err(e)
+    Ok(())
+}
+
+/// The legend box of the labelled series.
+fn draw_legend<DB: DrawingBackend>(chart: &mut Plot<'_, DB>) -> Result<(), String>
+where
+    DB::ErrorType: 'static,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(text)
 }
 
 /// Write `base.png` and `base.svg`.

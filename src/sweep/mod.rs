@@ -192,6 +192,151 @@ fn fnv(bytes: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// A [`SweepError::Format`] of the sweep file `path`.
+fn format_error(path: &Path) -> impl Fn(String) -> SweepError + '_ {
+    move |message| SweepError::Format {
+        path: path.into(),
+        message,
+    }
+}
+
+/// Reject top-level keys other than base, name, seeds, set, grid and zip.
+fn check_top_level_keys(doc: &toml::Table, path: &Path) -> Result<(), SweepError> {
+    for key in doc.keys() {
+        if !["base", "name", "seeds", "set", "grid", "zip"].contains(&key.as_str()) {
+            return Err(format_error(path)(format!(
+                "unknown top-level key `{key}` (expected base, name, seeds, set, grid, zip)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The base config table (the `base` file, or defaults) with the `[set]` overrides applied.
+fn base_table(doc: &toml::Table, path: &Path) -> Result<toml::Table, SweepError> {
+    let fmt = format_error(path);
+    let mut base = read_base(doc, path)?;
+    if let Some(set) = doc.get("set") {
+        let set = set.as_table().ok_or_else(|| fmt("set must be a table of key = value".into()))?;
+        for (k, v) in set {
+            apply_override(&mut base, k, v.clone()).map_err(|e| fmt(e.to_string()))?;
+        }
+    }
+    Ok(base)
+}
+
+/// The TOML table of the `base` file (relative to the sweep file), or an empty table.
+fn read_base(doc: &toml::Table, path: &Path) -> Result<toml::Table, SweepError> {
+    match doc.get("base") {
+        Some(toml::Value::String(b)) => {
+            let p = path.parent().unwrap_or(Path::new(".")).join(b);
+            let t = std::fs::read_to_string(&p).map_err(|source| SweepError::Io { path: p.clone(), source })?;
+            toml::from_str::<toml::Table>(&t).map_err(|e| SweepError::Format {
+                path: p.clone(),
+                message: e.to_string(),
+            })
+        }
+        Some(_) => Err(format_error(path)("base must be a path string".into())),
+        None => Ok(toml::Table::new()),
+    }
+}
+
+/// The sweep's name: `name`, or the file stem.
+fn sweep_name(doc: &toml::Table, path: &Path) -> Result<String, SweepError> {
+    match doc.get("name") {
+        Some(toml::Value::String(n)) if !n.is_empty() && !n.contains(['/', '\\']) => Ok(n.clone()),
+        Some(_) => Err(format_error(path)("name must be a plain folder name".into())),
+        None => Ok(path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "sweep".into())),
+    }
+}
+
+/// The grid tables: one `[grid]`, several `[[grid]]`, or one empty grid when there is none.
+fn grid_tables(doc: &toml::Table, path: &Path) -> Result<Vec<toml::Table>, SweepError> {
+    let fmt = format_error(path);
+    match doc.get("grid") {
+        None => Ok(vec![toml::Table::new()]),
+        Some(toml::Value::Table(t)) => Ok(vec![t.clone()]),
+        Some(toml::Value::Array(a)) if !a.is_empty() => a
+            .iter()
+            .map(|v| v.as_table().cloned().ok_or_else(|| fmt("[[grid]] entries must be tables".into())))
+            .collect(),
+        Some(_) => Err(fmt("grid must be a table or an array of tables".into())),
+    }
+}
+
+/// Every point's assignments in plan order: each grid table's product, its own zip, the
+/// top-level zip, then seeds.
+fn expand(doc: &toml::Table, path: &Path) -> Result<Vec<Assign>, SweepError> {
+    let grids = grid_tables(doc, path)?;
+    let top_zip = zipped(path, doc.get("zip"))?;
+    let seeds: Vec<toml::Value> = match doc.get("seeds") {
+        None => vec![],
+        Some(v) => list(path, "seeds", "seeds", v)?,
+    };
+    let mut assigns: Vec<Assign> = Vec::new();
+    for g in &grids {
+        let local_zip = zipped(path, g.get("zip"))?;
+        for a in cartesian(path, g)? {
+            for z in &local_zip {
+                for tz in &top_zip {
+                    let mut p = a.clone();
+                    p.extend(z.iter().cloned());
+                    p.extend(tz.iter().cloned());
+                    assigns.extend(with_seeds(p, &seeds));
+                }
+            }
+        }
+    }
+    Ok(assigns)
+}
+
+/// `p` once per seed (with `seed` appended), or `p` alone when no seeds are given.
+fn with_seeds(p: Assign, seeds: &[toml::Value]) -> Vec<Assign> {
+    if seeds.is_empty() {
+        return vec![p];
+    }
+    seeds
+        .iter()
+        .map(|s| {
+            let mut q = p.clone();
+            q.push(("seed".into(), s.clone()));
+            q
+        })
+        .collect()
+}
+
+/// Point `index`: `base` with its assignments applied, validated as a run config and given
+/// its run id.
+fn validate_point(path: &Path, base: &toml::Table, index: usize, assignments: Assign) -> Result<SweepPoint, SweepError> {
+    let label = assignments
+        .iter()
+        .map(|(k, v)| format!("{k}={}", show(v)))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let bad = |message: String| SweepError::Point {
+        path: path.into(),
+        index,
+        point: label.clone(),
+        message,
+    };
+    let mut table = base.clone();
+    for (k, v) in &assignments {
+        apply_override(&mut table, k, v.clone()).map_err(|e| bad(e.to_string()))?;
+    }
+    let cfg = RunConfig::from_table(table, "sweep point").map_err(|e| bad(e.to_string()))?;
+    let config = cfg.validate().map_err(|e| bad(e.to_string()))?;
+    let run_id = format!("{index:03}-{:08x}", fnv(config.to_toml().as_bytes()) as u32);
+    Ok(SweepPoint {
+        index,
+        assignments,
+        config,
+        run_id,
+    })
+}
+
 impl Sweep {
     /// Read, expand and validate every point of a sweep file.
     pub fn load(path: &Path) -> Result<Self, SweepError> {
@@ -201,80 +346,11 @@ impl Sweep {
 
     /// Expand a sweep document; `path` locates `base` and names errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, SweepError> {
-        let fmt = |message: String| SweepError::Format {
-            path: path.into(),
-            message,
-        };
-        let doc: toml::Table = toml::from_str(text).map_err(|e| fmt(e.to_string()))?;
-        for key in doc.keys() {
-            if !["base", "name", "seeds", "set", "grid", "zip"].contains(&key.as_str()) {
-                return Err(fmt(format!(
-                    "unknown top-level key `{key}` (expected base, name, seeds, set, grid, zip)"
-                )));
-            }
-        }
-        let mut base = match doc.get("base") {
-            Some(toml::Value::String(b)) => {
-                let p = path.parent().unwrap_or(Path::new(".")).join(b);
-                let t = std::fs::read_to_string(&p).map_err(|source| SweepError::Io { path: p.clone(), source })?;
-                toml::from_str::<toml::Table>(&t).map_err(|e| SweepError::Format {
-                    path: p.clone(),
-                    message: e.to_string(),
-                })?
-            }
-            Some(_) => return Err(fmt("base must be a path string".into())),
-            None => toml::Table::new(),
-        };
-        if let Some(set) = doc.get("set") {
-            let set = set.as_table().ok_or_else(|| fmt("set must be a table of key = value".into()))?;
-            for (k, v) in set {
-                apply_override(&mut base, k, v.clone()).map_err(|e| fmt(e.to_string()))?;
-            }
-        }
-        let name = match doc.get("name") {
-            Some(toml::Value::String(n)) if !n.is_empty() && !n.contains(['/', '\\']) => n.clone(),
-            Some(_) => return Err(fmt("name must be a plain folder name".into())),
-            None => path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "sweep".into()),
-        };
-        let grids: Vec<toml::Table> = match doc.get("grid") {
-            None => vec![toml::Table::new()],
-            Some(toml::Value::Table(t)) => vec![t.clone()],
-            Some(toml::Value::Array(a)) if !a.is_empty() => a
-                .iter()
-                .map(|v| v.as_table().cloned().ok_or_else(|| fmt("[[grid]] entries must be tables".into())))
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(fmt("grid must be a table or an array of tables".into())),
-        };
-        let top_zip = zipped(path, doc.get("zip"))?;
-        let seeds: Vec<toml::Value> = match doc.get("seeds") {
-            None => vec![],
-            Some(v) => list(path, "seeds", "seeds", v)?,
-        };
-        let mut assigns: Vec<Assign> = Vec::new();
-        for g in &grids {
-            let local_zip = zipped(path, g.get("zip"))?;
-            for a in cartesian(path, g)? {
-                for z in &local_zip {
-                    for tz in &top_zip {
-                        let mut p = a.clone();
-                        p.extend(z.iter().cloned());
-                        p.extend(tz.iter().cloned());
-                        if seeds.is_empty() {
-                            assigns.push(p);
-                        } else {
-                            for s in &seeds {
-                                let mut q = p.clone();
-                                q.push(("seed".into(), s.clone()));
-                                assigns.push(q);
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let doc: toml::Table = toml::from_str(text).map_err(|e| format_error(path)(e.to_string()))?;
+        check_top_level_keys(&doc, path)?;
+        let base = base_table(&doc, path)?;
+        let name = sweep_name(&doc, path)?;
+        let assigns = expand(&doc, path)?;
         let mut keys: Vec<String> = Vec::new();
         let mut points = Vec::new();
         for (index, assignments) in assigns.into_iter().enumerate() {
@@ -283,30 +359,7 @@ impl Sweep {
                     keys.push(k.clone());
                 }
             }
-            let label = assignments
-                .iter()
-                .map(|(k, v)| format!("{k}={}", show(v)))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let bad = |message: String| SweepError::Point {
-                path: path.into(),
-                index,
-                point: label.clone(),
-                message,
-            };
-            let mut table = base.clone();
-            for (k, v) in &assignments {
-                apply_override(&mut table, k, v.clone()).map_err(|e| bad(e.to_string()))?;
-            }
-            let cfg = RunConfig::from_table(table, "sweep point").map_err(|e| bad(e.to_string()))?;
-            let config = cfg.validate().map_err(|e| bad(e.to_string()))?;
-            let run_id = format!("{index:03}-{:08x}", fnv(config.to_toml().as_bytes()) as u32);
-            points.push(SweepPoint {
-                index,
-                assignments,
-                config,
-                run_id,
-            });
+            points.push(validate_point(path, &base, index, assignments)?);
         }
         Ok(Self {
             name,
