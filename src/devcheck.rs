@@ -118,16 +118,29 @@ fn tiny(mode: &str) -> Result<ValidRunConfig> {
 pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
     let mut p = Pair { target, out: Vec::new() };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    check_convs(&mut p, &mut rng)?;
+    check_batch_norms(&mut p, &mut rng)?;
+    check_block_join(&mut p, &mut rng)?;
+    check_residual_join(&mut p, &mut rng)?;
+    check_encoder(&mut p, &mut rng)?;
+    check_infonce(&mut p, &mut rng)?;
+    check_steps(&mut p, &mut rng)?;
+    check_knn(&mut p, &mut rng)?;
+    Ok(p.out)
+}
+
+/// Convolutions: forward, grad-input and weight gradient over the stems and strides of a ResNet.
+fn check_convs(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
     for (n, c, side, cout, k, s, pad) in [
         (8, 3, 16, 16, 3, 1, 1),
         (8, 16, 16, 32, 3, 1, 1),
         (8, 16, 15, 32, 3, 2, 1),
         (8, 16, 16, 32, 1, 2, 0),
     ] {
-        let x = randn(&[n, c, side, side], &mut rng)?;
-        let w = randn(&[cout, c, k, k], &mut rng)?;
+        let x = randn(&[n, c, side, side], rng)?;
+        let w = randn(&[cout, c, k, k], rng)?;
         let ho = (side + 2 * pad - k) / s + 1;
-        let r = randn(&[n, cout, ho, ho], &mut rng)?;
+        let r = randn(&[n, cout, ho, ho], rng)?;
         let name = format!("conv {k}x{k} s{s} {c}->{cout} {side}px");
         p.compare(&name, &["forward", "grad-input", "grad-weight"], &|d| {
             let xv = Var::from_tensor(&x.to_device(d)?)?;
@@ -139,11 +152,16 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
             Ok(vec![y, gx, gw])
         })?;
     }
+    Ok(())
+}
+
+/// Batch norm in train mode over BN groups, with and without the ReLU.
+fn check_batch_norms(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
     for (n, c, side, groups, relu) in [(16, 8, 8, 4, false), (8, 32, 4, 2, false), (16, 8, 8, 4, true)] {
-        let x = (randn(&[n, c, side, side], &mut rng)? * 3.0)?.affine(1.0, 0.5)?;
-        let w = randn(&[c], &mut rng)?.affine(0.5, 1.0)?;
-        let b = randn(&[c], &mut rng)?;
-        let r = randn(&[n, c, side, side], &mut rng)?;
+        let x = (randn(&[n, c, side, side], rng)? * 3.0)?.affine(1.0, 0.5)?;
+        let w = randn(&[c], rng)?.affine(0.5, 1.0)?;
+        let b = randn(&[c], rng)?;
+        let r = randn(&[n, c, side, side], rng)?;
         let name = format!("batch-norm{} train {groups} groups {c}ch {side}px", if relu { "+relu" } else { "" });
         p.compare(&name, &["forward", "mean", "var", "grad-input", "grad-weight", "grad-bias"], &|d| {
             let (xv, wv, bv) = (
@@ -157,101 +175,122 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
             Ok(vec![y, mean, var, get(&xv)?, get(&wv)?, get(&bv)?])
         })?;
     }
-    {
-        let x = (randn(&[8, 16, 8, 8], &mut rng)? * 2.0)?;
-        let res = randn(&[8, 16, 8, 8], &mut rng)?;
-        let r = randn(&[8, 16, 8, 8], &mut rng)?;
-        p.compare(
-            "batch-norm+add+relu (block join) train 2 groups 16ch 8px",
-            &["forward", "grad-input", "grad-residual", "grad-weight", "grad-bias"],
-            &|d| {
-                let store = ParamStore::new(d);
-                let bn = crate::model::layers::BatchNorm2d::new(&store, "bn", 16, 0)?;
-                let (xv, rv) = (Var::from_tensor(&x.to_device(d)?)?, Var::from_tensor(&res.to_device(d)?)?);
-                let y = bn.forward_add_relu(xv.as_tensor(), rv.as_tensor(), BnMode::Train { splits: 2 })?;
-                let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
-                let get = |t: &Tensor| g.get(t).cloned().context("no gradient");
-                let (w, b) = (
-                    store.get("bn.weight").context("bn.weight")?,
-                    store.get("bn.bias").context("bn.bias")?,
-                );
-                Ok(vec![
-                    y,
-                    get(xv.as_tensor())?,
-                    get(rv.as_tensor())?,
-                    get(w.as_tensor())?,
-                    get(b.as_tensor())?,
-                ])
-            },
-        )?;
-    }
-    {
-        let a = randn(&[8, 16, 8, 8], &mut rng)?;
-        let b = randn(&[8, 16, 8, 8], &mut rng)?;
-        let r = randn(&[8, 16, 8, 8], &mut rng)?;
-        p.compare("add+relu (residual join)", &["forward", "grad-a", "grad-b"], &|d| {
-            let (av, bv) = (Var::from_tensor(&a.to_device(d)?)?, Var::from_tensor(&b.to_device(d)?)?);
-            let y = crate::model::layers::add_relu(av.as_tensor(), bv.as_tensor())?;
-            let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
-            let get = |v: &Var| g.get(v.as_tensor()).cloned().context("no gradient");
-            Ok(vec![y, get(&av)?, get(&bv)?])
-        })?;
-    }
-    {
-        let cfg = tiny("moco")?;
-        let x = randn(&[16, 3, 16, 16], &mut rng)?;
-        let r = randn(&[16, cfg.model.feature_dim], &mut rng)?;
-        let (s, re) = p.both(&|d| {
+    Ok(())
+}
+
+/// BN + residual add + ReLU, the join of a residual block.
+fn check_block_join(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
+    let x = (randn(&[8, 16, 8, 8], rng)? * 2.0)?;
+    let res = randn(&[8, 16, 8, 8], rng)?;
+    let r = randn(&[8, 16, 8, 8], rng)?;
+    p.compare(
+        "batch-norm+add+relu (block join) train 2 groups 16ch 8px",
+        &["forward", "grad-input", "grad-residual", "grad-weight", "grad-bias"],
+        &|d| {
             let store = ParamStore::new(d);
-            let enc = Encoder::new(&cfg.model, &store, 0)?;
-            let y = enc.forward(&x.to_device(d)?, BnMode::Train { splits: 2 })?;
+            let bn = crate::model::layers::BatchNorm2d::new(&store, "bn", 16, 0)?;
+            let (xv, rv) = (Var::from_tensor(&x.to_device(d)?)?, Var::from_tensor(&res.to_device(d)?)?);
+            let y = bn.forward_add_relu(xv.as_tensor(), rv.as_tensor(), BnMode::Train { splits: 2 })?;
             let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
-            let mut out = vec![y];
-            for (_, v) in store.trainable() {
-                out.push(g.get(v.as_tensor()).cloned().context("no gradient")?);
-            }
-            Ok(out)
-        })?;
-        p.out.push(Check {
-            name: "encoder forward (ResNet-18 w8 + MLP head)".into(),
-            rel_err: rel_err(&s[0], &re[0])?,
-        });
-        let worst = s[1..]
-            .iter()
-            .zip(&re[1..])
-            .map(|(a, b)| rel_err(a, b))
-            .collect::<Result<Vec<_>>>()?;
-        p.out.push(Check {
-            name: format!("encoder backward, worst of {} parameter gradients", worst.len()),
-            rel_err: worst.into_iter().fold(0.0, f64::max),
-        });
-    }
-    {
-        let q = randn(&[16, 32], &mut rng)?;
-        let kp = randn(&[16, 32], &mut rng)?;
-        let neg = randn(&[64, 32], &mut rng)?;
-        for mask in [false, true] {
-            let name = format!(
-                "InfoNCE (tau 0.2{})",
-                if mask { ", 16 keys, diagonal masked" } else { ", 64 negatives" }
+            let get = |t: &Tensor| g.get(t).cloned().context("no gradient");
+            let (w, b) = (
+                store.get("bn.weight").context("bn.weight")?,
+                store.get("bn.bias").context("bn.bias")?,
             );
-            let kneg = if mask { kp.clone() } else { neg.clone() };
-            p.compare(&name, &["loss", "accuracy", "grad-q"], &|d| {
-                let qv = Var::from_tensor(&crate::nn::loss::l2_normalize(&q.to_device(d)?)?)?;
-                let (loss, acc) = info_nce(qv.as_tensor(), &kp.to_device(d)?, &kneg.to_device(d)?, 0.2, mask)?;
-                let g = loss.backward()?;
-                Ok(vec![
-                    loss,
-                    Tensor::new(&[acc], &Device::Cpu)?,
-                    g.get(qv.as_tensor()).cloned().context("no gradient")?,
-                ])
-            })?;
+            Ok(vec![
+                y,
+                get(xv.as_tensor())?,
+                get(rv.as_tensor())?,
+                get(w.as_tensor())?,
+                get(b.as_tensor())?,
+            ])
+        },
+    )?;
+
+    Ok(())
+}
+
+/// Residual add + ReLU.
+fn check_residual_join(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
+    let a = randn(&[8, 16, 8, 8], rng)?;
+    let b = randn(&[8, 16, 8, 8], rng)?;
+    let r = randn(&[8, 16, 8, 8], rng)?;
+    p.compare("add+relu (residual join)", &["forward", "grad-a", "grad-b"], &|d| {
+        let (av, bv) = (Var::from_tensor(&a.to_device(d)?)?, Var::from_tensor(&b.to_device(d)?)?);
+        let y = crate::model::layers::add_relu(av.as_tensor(), bv.as_tensor())?;
+        let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
+        let get = |v: &Var| g.get(v.as_tensor()).cloned().context("no gradient");
+        Ok(vec![y, get(&av)?, get(&bv)?])
+    })?;
+
+    Ok(())
+}
+
+/// The encoder forward and backward (ResNet-18 at width 8 with the MLP head).
+fn check_encoder(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
+    let cfg = tiny("moco")?;
+    let x = randn(&[16, 3, 16, 16], rng)?;
+    let r = randn(&[16, cfg.model.feature_dim], rng)?;
+    let (s, re) = p.both(&|d| {
+        let store = ParamStore::new(d);
+        let enc = Encoder::new(&cfg.model, &store, 0)?;
+        let y = enc.forward(&x.to_device(d)?, BnMode::Train { splits: 2 })?;
+        let g = (&y * r.to_device(d)?)?.sum_all()?.backward()?;
+        let mut out = vec![y];
+        for (_, v) in store.trainable() {
+            out.push(g.get(v.as_tensor()).cloned().context("no gradient")?);
         }
+        Ok(out)
+    })?;
+    p.out.push(Check {
+        name: "encoder forward (ResNet-18 w8 + MLP head)".into(),
+        rel_err: rel_err(&s[0], &re[0])?,
+    });
+    let worst = s[1..]
+        .iter()
+        .zip(&re[1..])
+        .map(|(a, b)| rel_err(a, b))
+        .collect::<Result<Vec<_>>>()?;
+    p.out.push(Check {
+        name: format!("encoder backward, worst of {} parameter gradients", worst.len()),
+        rel_err: worst.into_iter().fold(0.0, f64::max),
+    });
+
+    Ok(())
+}
+
+/// InfoNCE: logits, loss and gradients.
+fn check_infonce(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
+    let q = randn(&[16, 32], rng)?;
+    let kp = randn(&[16, 32], rng)?;
+    let neg = randn(&[64, 32], rng)?;
+    for mask in [false, true] {
+        let name = format!(
+            "InfoNCE (tau 0.2{})",
+            if mask { ", 16 keys, diagonal masked" } else { ", 64 negatives" }
+        );
+        let kneg = if mask { kp.clone() } else { neg.clone() };
+        p.compare(&name, &["loss", "accuracy", "grad-q"], &|d| {
+            let qv = Var::from_tensor(&crate::nn::loss::l2_normalize(&q.to_device(d)?)?)?;
+            let (loss, acc) = info_nce(qv.as_tensor(), &kp.to_device(d)?, &kneg.to_device(d)?, 0.2, mask)?;
+            let g = loss.backward()?;
+            Ok(vec![
+                loss,
+                Tensor::new(&[acc], &Device::Cpu)?,
+                g.get(qv.as_tensor()).cloned().context("no gradient")?,
+            ])
+        })?;
     }
+
+    Ok(())
+}
+
+/// A training step of each mechanism (two for MoCo, then its queue).
+fn check_steps(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
     for mode in ["moco", "memory_bank", "end_to_end"] {
         let cfg = tiny(mode)?;
         let steps = if mode == "moco" { 2 } else { 1 };
-        let views: Vec<Tensor> = (0..2).map(|_| randn(&[16, 3, 16, 16], &mut rng)).collect::<Result<_>>()?;
+        let views: Vec<Tensor> = (0..2).map(|_| randn(&[16, 3, 16, 16], rng)).collect::<Result<_>>()?;
         let (s, r) = p.both(&|d| {
             let mut l = Learner::new(&cfg, 256, d)?;
             let mut choice_rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -292,21 +331,25 @@ pub fn run_checks(target: &Device) -> Result<Vec<Check>> {
             });
         }
     }
-    {
-        let train = randn(&[512, 32], &mut rng)?;
-        let test = randn(&[128, 32], &mut rng)?;
-        let tl: Vec<u32> = (0..512).map(|i| i % 10).collect();
-        let sl: Vec<u32> = (0..128).map(|i| (i * 7) % 10).collect();
-        let (s, r) = p.both(&|d| {
-            let acc = knn_top1(&train.to_device(d)?, &tl, &test.to_device(d)?, &sl, 10, 20, 0.1)?;
-            Ok(vec![Tensor::new(&[acc as f32], &Device::Cpu)?])
-        })?;
-        p.out.push(Check {
-            name: "kNN top-1 (512 train, 128 test, k 20)".into(),
-            rel_err: rel_err(&s[0], &r[0])?,
-        });
-    }
-    Ok(p.out)
+    Ok(())
+}
+
+/// The weighted kNN top-1.
+fn check_knn(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
+    let train = randn(&[512, 32], rng)?;
+    let test = randn(&[128, 32], rng)?;
+    let tl: Vec<u32> = (0..512).map(|i| i % 10).collect();
+    let sl: Vec<u32> = (0..128).map(|i| (i * 7) % 10).collect();
+    let (s, r) = p.both(&|d| {
+        let acc = knn_top1(&train.to_device(d)?, &tl, &test.to_device(d)?, &sl, 10, 20, 0.1)?;
+        Ok(vec![Tensor::new(&[acc as f32], &Device::Cpu)?])
+    })?;
+    p.out.push(Check {
+        name: "kNN top-1 (512 train, 128 test, k 20)".into(),
+        rel_err: rel_err(&s[0], &r[0])?,
+    });
+
+    Ok(())
 }
 
 /// The report `moco device-check` prints.

@@ -342,3 +342,26 @@ fn push_to_a_new_branch_creates_it_and_leaves_main_alone() {
     let e = env.moco(&["eval", "knn", "hf://tester/branchy@ablation-a"], TOKEN, "cache-b");
     assert!(e.status.success(), "{}", text(&e));
 }
+
+/// Issue 21, case 5: with no token at all, a push used to reach the network and then blame
+/// "the token"; a pull of a missing repo gave the push's "write access" hint.
+#[test]
+fn missing_token_and_read_errors_say_what_is_true() {
+    let env = Env::new(LfsTransfer::Xet);
+    let run = env.run();
+    let before = env.hub.requests().len();
+    let o = env.moco(&["push", run.to_str().unwrap(), "--repo", "tester/notoken"], "", "cache");
+    assert!(!o.status.success());
+    let msg = text(&o);
+    assert!(msg.contains("none is set") && msg.contains("HF_TOKEN"), "{msg}");
+    assert_eq!(env.hub.requests().len(), before, "no request was sent without a token");
+    // A wrong token on a read: named as rejected, without a write-access hint.
+    let o = env.moco(&["pull", "tester/absent"], "hf_wrong_token_77aa", "cache-pull");
+    let msg = text(&o);
+    assert!(!o.status.success() && !msg.contains("write access"), "{msg}");
+    assert!(!msg.contains("hf_wrong_token_77aa"), "the token was printed: {msg}");
+    // No token on a read of a repo that is not there: the read hint.
+    let o = env.moco(&["pull", "tester/absent"], "", "cache-pull2");
+    let msg = text(&o);
+    assert!(!o.status.success() && !msg.contains("write access"), "{msg}");
+}

@@ -235,3 +235,31 @@ fn small_lies_are_gone() {
     let o = moco(&["plot", sweep.to_str().unwrap()]);
     assert!(!o.status.success() && stderr(&o).contains("nothing to plot"), "{}", stderr(&o));
 }
+
+/// Case 7, the record's figures: wall time is cumulative over a resume, and a run that fails
+/// after checkpointed epochs says how many it has, not 0.
+#[test]
+fn summary_figures_are_cumulative_and_survive_a_failure() {
+    let root = tempfile::tempdir().unwrap();
+    let run = trained(root.path(), "run", &[]);
+    let ck = Checkpoint::load(&run.join("checkpoint.safetensors")).unwrap();
+    let wall_before: f64 = ck.metadata["wall_s"].parse().unwrap();
+    let summary =
+        |dir: &Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap() };
+    let steps = summary(&run)["steps"].as_u64().unwrap();
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    let o = moco(&["train", "--resume", run.to_str().unwrap(), "--no-progress"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        summary(&run)["wall_s"].as_f64().unwrap() >= wall_before,
+        "wall_s counts the first attempt"
+    );
+    // A resume that fails (a damaged checkpoint) keeps the epochs and steps on disk.
+    std::fs::remove_file(run.join("summary.json")).unwrap();
+    std::fs::write(run.join("checkpoint.safetensors"), b"damaged").unwrap();
+    let o = moco(&["train", "--resume", run.to_str().unwrap(), "--no-progress"]);
+    assert!(!o.status.success());
+    let s = summary(&run);
+    assert_eq!(s["status"], "failed");
+    assert_eq!((s["epochs"].as_u64(), s["steps"].as_u64()), (Some(1), Some(steps)), "{s}");
+}

@@ -50,17 +50,56 @@ pub fn client() -> Result<(HFClientSync, String)> {
     Ok((sync, endpoint))
 }
 
-/// Turn an hf-hub error into a message that says what to do; never includes the token.
-fn explain(e: HFError, what: &str, repo: &str, endpoint: &str) -> HubError {
-    let hint = match &e {
-        HFError::AuthRequired { .. } => {
-            "; the Hub did not accept the token: set HF_TOKEN (or run `hf auth login`) to a token with write access to this namespace"
+/// Where hf-hub takes its token from (the same order as hf-hub 1.0's `resolve_token`):
+/// `HF_TOKEN`, the file `HF_TOKEN_PATH` names, `$HF_HOME/token`. `None`: no token is sent.
+/// Says where, never what.
+pub fn token_source() -> Option<String> {
+    let set = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if set("HF_HUB_DISABLE_IMPLICIT_TOKEN").is_some() {
+        return None;
+    }
+    if set("HF_TOKEN").is_some() {
+        return Some("HF_TOKEN".into());
+    }
+    let file_has_token = |p: &Path| std::fs::read_to_string(p).is_ok_and(|t| !t.trim().is_empty());
+    if let Some(p) = set("HF_TOKEN_PATH").map(PathBuf::from).filter(|p| file_has_token(p)) {
+        return Some(format!("the token file {} (HF_TOKEN_PATH)", p.display()));
+    }
+    let home_file = hf_hub::hf_home().join("token");
+    file_has_token(&home_file).then(|| format!("the token file {}", home_file.display()))
+}
+
+/// Whether a request reads (pull, hf://) or writes (push).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Download.
+    Read,
+    /// Create a repo, a branch, a commit or a tag.
+    Write,
+}
+
+/// What to do about an hf-hub error, given what was sent: no token, a rejected one, or one
+/// without the access asked for.
+fn hint(e: &HFError, access: Access, token: Option<&str>) -> String {
+    let write = access == Access::Write;
+    match (e, token) {
+        (HFError::AuthRequired { .. }, None) if write => {
+            "; no token was sent: set HF_TOKEN (or run `hf auth login`) to a token with write access to this namespace".into()
         }
-        HFError::Forbidden { .. } => "; the token is valid but may not write to this namespace",
-        HFError::RepoNotFound { .. } => "; check the repo id (and, for a private repo, the token)",
-        HFError::RevisionNotFound { .. } => "; check --revision",
-        _ => "",
-    };
+        (HFError::AuthRequired { .. }, None) => "; no token was sent: a private or gated repo needs HF_TOKEN (or `hf auth login`)".into(),
+        (HFError::AuthRequired { .. }, Some(from)) => format!("; the Hub did not accept the token from {from}: check it (or replace it)"),
+        (HFError::Forbidden { .. }, _) if write => "; the token is valid but may not write to this namespace".into(),
+        (HFError::Forbidden { .. }, _) => "; the token is valid but may not read this repo (gated: accept its terms on the Hub)".into(),
+        (HFError::RepoNotFound { .. }, None) => "; check the repo id (a private repo needs a token: HF_TOKEN)".into(),
+        (HFError::RepoNotFound { .. }, Some(_)) => "; check the repo id".into(),
+        (HFError::RevisionNotFound { .. }, _) => "; check --revision".into(),
+        _ => String::new(),
+    }
+}
+
+/// Turn an hf-hub error into a message that says what to do; never includes the token.
+fn explain(e: HFError, what: &str, repo: &str, endpoint: &str, access: Access) -> HubError {
+    let hint = hint(&e, access, token_source().as_deref());
     HubError::Request {
         what: what.into(),
         repo: repo.into(),
@@ -78,6 +117,9 @@ fn repo_handle(c: &HFClientSync, repo: &str) -> Result<HFRepositorySync<RepoType
 /// Export `run_dir` and publish it in one commit; create the repo if needed; tag if asked.
 pub fn push(run_dir: &Path, opts: &PushOptions) -> Result<PushReport> {
     split_repo(&opts.repo)?;
+    if token_source().is_none() {
+        return Err(HubError::NoToken(opts.repo.clone()));
+    }
     let staging = staging_dir()?;
     let result = push_from(run_dir, opts, &staging);
     let _ = std::fs::remove_dir_all(&staging);
@@ -107,7 +149,7 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
         .private(opts.private)
         .exist_ok(true)
         .send()
-        .map_err(|e| explain(e, "creating", &opts.repo, &ep))?;
+        .map_err(|e| explain(e, "creating", &opts.repo, &ep, Access::Write))?;
     let repo = repo_handle(&c, &opts.repo)?;
     let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
     if revision != "main" {
@@ -115,12 +157,12 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
             .revision_exists()
             .revision(&revision)
             .send()
-            .map_err(|e| explain(e, "looking up the branch of", &opts.repo, &ep))?;
+            .map_err(|e| explain(e, "looking up the branch of", &opts.repo, &ep, Access::Write))?;
         if !exists {
             repo.create_branch()
                 .branch(&revision)
                 .send()
-                .map_err(|e| explain(e, &format!("creating branch {revision:?} of"), &opts.repo, &ep))?;
+                .map_err(|e| explain(e, &format!("creating branch {revision:?} of"), &opts.repo, &ep, Access::Write))?;
         }
     }
     let ops: Vec<CommitOperation> = exported
@@ -149,14 +191,14 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
         .commit_message(message)
         .revision(revision.clone())
         .send()
-        .map_err(|e| explain(e, "committing to", &opts.repo, &ep))?;
+        .map_err(|e| explain(e, "committing to", &opts.repo, &ep, Access::Write))?;
     if let Some(tag) = &opts.tag {
         let at = info.commit_oid.as_deref().unwrap_or(revision.as_str());
         repo.create_tag()
             .tag(tag)
             .revision(at)
             .send()
-            .map_err(|e| explain(e, &format!("tagging {tag:?} in"), &opts.repo, &ep))?;
+            .map_err(|e| explain(e, &format!("tagging {tag:?} in"), &opts.repo, &ep, Access::Write))?;
     }
     Ok(PushReport {
         repo: opts.repo.clone(),
@@ -174,7 +216,7 @@ pub fn pull(r: &HubRef) -> Result<PathBuf> {
     repo.snapshot_download()
         .maybe_revision(r.revision.clone())
         .send()
-        .map_err(|e| explain(e, "downloading", &r.repo, &ep))
+        .map_err(|e| explain(e, "downloading", &r.repo, &ep, Access::Read))
 }
 
 /// The cached path of one file of a repo revision (downloaded when missing).
@@ -187,6 +229,6 @@ pub fn fetch_file(r: &HubRef, file: &str) -> Result<PathBuf> {
         .send()
         .map_err(|e| {
             let at = r.revision.as_deref().map(|v| format!("@{v}")).unwrap_or_default();
-            explain(e, &format!("hf://{}{at}: downloading {file} of", r.repo), &r.repo, &ep)
+            explain(e, &format!("hf://{}{at}: downloading {file} of", r.repo), &r.repo, &ep, Access::Read)
         })
 }

@@ -28,8 +28,11 @@ pub enum HubError {
         /// hf-hub's message.
         message: String,
         /// What to do about it (starts with "; " when present).
-        hint: &'static str,
+        hint: String,
     },
+    /// A push with no token to send (checked before any request).
+    #[error("pushing to {0} needs a Hugging Face token with write access, and none is set: set HF_TOKEN or run `hf auth login` (token file $HF_HOME/token)")]
+    NoToken(String),
     /// The run has nothing to publish.
     #[error("{path}: {message}")]
     Export {
