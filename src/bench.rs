@@ -14,8 +14,10 @@ use crate::io::error::FileError;
 use crate::kernels::batch_norm::batch_norm_train;
 use crate::kernels::conv::{parts, ConvGeom};
 use crate::model::layers::BN_EPS;
+use crate::model::ConvSpec;
 use crate::nn::ema::ema_update;
 use crate::nn::loss::{info_nce, l2_normalize};
+use crate::train::dictionary::MemoryBank;
 use crate::train::learner::Learner;
 
 /// Why a benchmark could not run.
@@ -177,7 +179,7 @@ fn rand_vec(len: usize, rng: &mut impl rand::Rng) -> Vec<f32> {
 struct OpBench {
     /// Images per step.
     n: usize,
-    /// BatchNorm splits (shuffle-BN emulation).
+    /// BatchNorm splits (`model.bn_splits`).
     splits: usize,
     /// The device (the CPU).
     dev: Device,
@@ -527,40 +529,5 @@ mod tests {
         })
         .unwrap();
         assert!(m < 0.025, "{m}");
-    }
-}
-
-#[cfg(test)]
-mod golden_tmp {
-    use super::*;
-    use crate::config::RunConfig;
-    #[test]
-    fn golden_dump() {
-        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
-        let mut out = String::new();
-        for mode in ["moco", "memory_bank", "end_to_end"] {
-            let mut c = RunConfig::default();
-            c.model.width = 2;
-            c.model.bn_splits = 2;
-            c.train.batch_size = 4;
-            c.dictionary.size = 16;
-            c.data.image_size = 8;
-            c.dictionary.mode = serde_json::from_value(serde_json::json!(mode)).unwrap();
-            let cfg = c.validate().unwrap();
-            let r = bench_step(&cfg, &Device::Cpu, 0, 1, 1).unwrap();
-            let ops = r.ops.unwrap();
-            out += &format!("{mode} {:?}\n", ops.iter().map(|(k, v)| (k.clone(), *v > 0.0)).collect::<Vec<_>>());
-            for l in &r.conv_layers {
-                out += &format!(
-                    "  {} {} {} {}\n",
-                    l.shape,
-                    l.gflop.to_bits(),
-                    l.gflops_fwd > 0.0,
-                    l.gflops_grad_input > 0.0
-                );
-            }
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(format!("{dir}/bench.txt"), out).unwrap();
     }
 }

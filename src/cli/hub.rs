@@ -4,7 +4,7 @@ use super::ExitCode;
 use crate::hub::export::{export_run, CardOptions};
 use crate::io::run_dir::RunDir;
 use crate::io::table::Row;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};
 
 /// Arguments of `moco push`.
@@ -108,6 +108,7 @@ pub fn push_run(
 /// `moco pull` (feature `hub`).
 #[cfg(feature = "hub")]
 fn pull_repo(repo: &str, revision: Option<String>) -> Result<ExitCode> {
+    use anyhow::Context;
     let mut r = crate::hub::HubRef::parse(repo, true)?.expect("scheme optional");
     if revision.is_some() {
         r.revision = revision;
@@ -151,6 +152,7 @@ pub fn push_sweep(dir: &Path, rows: &[Row], prefix: &str) -> Result<ExitCode> {
     Ok(code)
 }
 
+/// `moco push` in a build without the `hub` feature: an error that says so.
 #[cfg(not(feature = "hub"))]
 pub fn push_run(_: &Path, _: &str, _: bool, _: Option<String>, _: Option<String>, _: CardOptions) -> Result<ExitCode> {
     Err(crate::hub::disabled("moco push").into())
@@ -161,6 +163,7 @@ fn pull_repo(_: &str, _: Option<String>) -> Result<ExitCode> {
     Err(crate::hub::disabled("moco pull").into())
 }
 
+/// `moco sweep --push` in a build without the `hub` feature (refused before the sweep runs).
 #[cfg(not(feature = "hub"))]
 pub fn push_sweep(_: &Path, _: &[Row], _: &str) -> Result<ExitCode> {
     unreachable!("--push is rejected before the sweep runs in a build without `hub`")

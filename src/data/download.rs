@@ -439,6 +439,43 @@ fn fetch(url: &str, archive: &Path, md5: &str, size: Option<u64>, opts: &Downloa
     result
 }
 
+/// One request of [`fetch`]: builds the errors that name its URL, archive and try number.
+struct Attempt<'a> {
+    /// The URL requested.
+    url: &'a str,
+    /// The archive being written.
+    archive: &'a Path,
+    /// Tries made so far, this one included.
+    tries: usize,
+}
+
+impl Attempt<'_> {
+    /// A network failure, worth retrying.
+    fn network(&self, message: String) -> Failure {
+        Failure::Retry(DownloadError::Network {
+            url: self.url.into(),
+            message,
+            attempts: self.tries,
+        })
+    }
+
+    /// A file-system failure on the archive, not worth retrying.
+    fn fatal_io(&self, source: std::io::Error) -> Failure {
+        Failure::Fatal(io_err(self.archive)(source))
+    }
+
+    /// An error status of the server.
+    fn http(&self, status: u16) -> DownloadError {
+        DownloadError::Http {
+            url: self.url.into(),
+            status,
+            attempts: self.tries,
+        }
+    }
+}
+
+/// One request: ask for the rest of `archive` (a `Range` when part of it is there) and append
+/// or rewrite it with the answer's body.
 fn fetch_once(
     client: &reqwest::blocking::Client,
     url: &str,
@@ -448,28 +485,34 @@ fn fetch_once(
     bar: &Bar,
     tries: usize,
 ) -> Result<(), Failure> {
+    let at = Attempt { url, archive, tries };
     let have = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
-    let network = |message: String| {
-        Failure::Retry(DownloadError::Network {
-            url: url.into(),
-            message,
-            attempts: tries,
-        })
-    };
-    let fatal_io = |source| Failure::Fatal(io_err(archive)(source));
     let mut req = client.get(url);
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let mut resp = req.send().map_err(|e| network(chain(&e)))?;
-    let status = resp.status().as_u16();
-    let http = |status| DownloadError::Http {
-        url: url.into(),
-        status,
-        attempts: tries,
-    };
+    let mut resp = req.send().map_err(|e| at.network(chain(&e)))?;
     let len = resp.content_length();
-    let mut file = match status {
+    let Some(mut file) = open_for_answer(&at, &resp, have, md5)? else {
+        return Ok(()); // the archive was already whole
+    };
+    let start = if resp.status().as_u16() == 206 { have } else { 0 };
+    bar.start(len.map(|l| l + start).or(size), start);
+    let got = copy_body(&at, &mut resp, &mut file, start, bar)?;
+    file.sync_all().map_err(|e| at.fatal_io(e))?;
+    match len {
+        Some(l) if got < l => Err(at.network(format!("connection closed after {got} of {l} bytes"))),
+        _ => Ok(()),
+    }
+}
+
+/// The archive file to write the answer's body to, by the answer's status: appended to for
+/// the asked-for range, rewritten for a whole file; None when a 416 shows the `have` bytes
+/// already are the archive; retryable or fatal failures for the other answers.
+fn open_for_answer(at: &Attempt, resp: &reqwest::blocking::Response, have: u64, md5: &str) -> Result<Option<File>, Failure> {
+    let archive = at.archive;
+    let status = resp.status().as_u16();
+    let file = match status {
         206 if have > 0 => {
             let range = resp
                 .headers()
@@ -478,46 +521,46 @@ fn fetch_once(
                 .unwrap_or("");
             if !range.starts_with(&format!("bytes {have}-")) {
                 // Not the range asked for: start over.
-                std::fs::remove_file(archive).map_err(fatal_io)?;
-                return Err(network(format!("unexpected Content-Range {range:?} for bytes={have}-; restarting")));
+                std::fs::remove_file(archive).map_err(|e| at.fatal_io(e))?;
+                return Err(at.network(format!("unexpected Content-Range {range:?} for bytes={have}-; restarting")));
             }
-            std::fs::OpenOptions::new().append(true).open(archive).map_err(fatal_io)?
+            std::fs::OpenOptions::new().append(true).open(archive).map_err(|e| at.fatal_io(e))?
         }
-        200 => File::create(archive).map_err(fatal_io)?, // no Range support: restart
+        200 => File::create(archive).map_err(|e| at.fatal_io(e))?, // no Range support: restart
         416 if have > 0 => {
             // We hold at least the whole file: either it is the archive, or stale bytes.
-            if file_md5(archive).map_err(fatal_io)? == md5 {
-                return Ok(());
+            if file_md5(archive).map_err(|e| at.fatal_io(e))? == md5 {
+                return Ok(None);
             }
-            std::fs::remove_file(archive).map_err(fatal_io)?;
-            return Err(Failure::Retry(http(status)));
+            std::fs::remove_file(archive).map_err(|e| at.fatal_io(e))?;
+            return Err(Failure::Retry(at.http(status)));
         }
-        408 | 429 | 500..=599 => return Err(Failure::Retry(http(status))),
-        _ => return Err(Failure::Fatal(http(status))),
+        408 | 429 | 500..=599 => return Err(Failure::Retry(at.http(status))),
+        _ => return Err(Failure::Fatal(at.http(status))),
     };
-    let start = if status == 206 { have } else { 0 };
-    bar.start(len.map(|l| l + start).or(size), start);
+    Ok(Some(file))
+}
+
+/// Copy the answer's body into `file` (which holds `start` bytes), advancing the bar; returns
+/// the bytes received.
+fn copy_body(at: &Attempt, body: &mut impl Read, file: &mut File, start: u64, bar: &Bar) -> Result<u64, Failure> {
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
     loop {
-        let n = match resp.read(&mut buf) {
+        let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                file.flush().map_err(fatal_io)?;
-                return Err(network(format!("reading the body after {} bytes: {}", start + got, chain(&e))));
+                file.flush().map_err(|e| at.fatal_io(e))?;
+                return Err(at.network(format!("reading the body after {} bytes: {}", start + got, chain(&e))));
             }
         };
-        file.write_all(&buf[..n]).map_err(fatal_io)?;
+        file.write_all(&buf[..n]).map_err(|e| at.fatal_io(e))?;
         got += n as u64;
         bar.pb.inc(n as u64);
     }
-    file.sync_all().map_err(fatal_io)?;
-    match len {
-        Some(l) if got < l => Err(network(format!("connection closed after {got} of {l} bytes"))),
-        _ => Ok(()),
-    }
+    Ok(got)
 }
 
 /// Whether an archive entry's path stays inside the folder it is unpacked in.

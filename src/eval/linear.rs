@@ -38,125 +38,144 @@ pub fn linear_protocol(
     device: &Device,
     mut progress: impl FnMut(usize, f64),
 ) -> Result<LinearResult> {
-    let classes = train.classes.len().max(1);
-    let dim = encoder.feat_dim();
-    let normal = Normal::new(0.0f32, 0.01).map_err(candle_core::Error::wrap)?;
-    let mut rng = stream(seed, Purpose::Probe, 0, 0);
-    let w = Var::from_tensor(&Tensor::from_vec(
-        (0..classes * dim).map(|_| normal.sample(&mut rng)).collect::<Vec<f32>>(),
-        (classes, dim),
-        device,
-    )?)?;
-    let b = Var::from_tensor(&Tensor::zeros(classes, candle_core::DType::F32, device)?)?;
-    let params = vec![("fc.weight".to_string(), w.clone()), ("fc.bias".to_string(), b.clone())];
+    let clf = Classifier::new(train.classes.len().max(1), encoder.feat_dim(), seed, device)?;
     let mut opt = Sgd::new(cfg.sgd_momentum, cfg.weight_decay);
-    let cached = match cfg.features {
-        LinearFeatures::Cached => Some(extract(encoder, train, input, FeatureKind::Backbone, 256, device, |_| {})?),
-        LinearFeatures::Augmented => None,
-    };
-    let spec = PipelineSpec {
-        params: AugmentParams::linear_train(),
-        image_size: input.image_size,
-        mean: input.mean,
-        std: input.std,
-        views: 1,
-        seed: seed ^ 0x11ea,
-    };
-    let n = train.len();
-    let bs = cfg.batch_size.min(n);
+    let features = TrainFeatures::new(encoder, train, input, cfg, seed, device)?;
     let mut train_loss = 0.0;
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr * 0.1f64.powi(cfg.milestones.iter().filter(|&&m| epoch >= m).count() as i32);
-        let order = epoch_order(n, seed ^ 0x11ea, epoch as u64, true);
-        let (mut sum, mut count) = (0.0, 0usize);
-        for start in (0..n).step_by(bs) {
-            let len = bs.min(n - start);
-            let idx: Vec<u32> = order[start..start + len].iter().map(|&i| i as u32).collect();
-            let feats = match &cached {
-                Some(f) => f.index_select(&Tensor::new(idx.as_slice(), device)?, 0)?,
-                None => {
-                    let batch = make_batch(train, &order, start, len, epoch as u64, &spec);
-                    let x = Tensor::from_vec(
-                        batch.views.into_iter().next().unwrap_or_default(),
-                        (len, 3, input.image_size, input.image_size),
-                        device,
-                    )?;
-                    encoder.features(&x, BnMode::Eval)?.detach()
-                }
-            };
-            let labels: Vec<u32> = idx.iter().map(|&i| train.labels[i as usize]).collect();
-            let logits = feats.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
-            let loss = cross_entropy(&logits, &Tensor::new(labels.as_slice(), device)?)?;
-            let lv = loss.to_scalar::<f32>()? as f64;
-            if !lv.is_finite() {
-                candle_core::bail!("linear protocol: loss became {lv} at epoch {}", epoch + 1);
-            }
-            opt.step(&params, &loss.backward()?, lr)?;
-            sum += lv * len as f64;
-            count += len;
-        }
-        train_loss = sum / count.max(1) as f64;
+        train_loss = train_epoch(&features, &clf, &mut opt, epoch, lr)?;
         progress(epoch + 1, train_loss);
     }
-    let test_feats = extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?;
-    let pred = test_feats
-        .matmul(&w.as_tensor().t()?)?
-        .broadcast_add(b.as_tensor())?
-        .argmax(D::Minus1)?
-        .to_vec1::<u32>()?;
-    let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
     Ok(LinearResult {
-        top1: 100.0 * correct as f64 / test.len().max(1) as f64,
+        top1: test_top1(encoder, test, input, &clf, device)?,
         train_loss,
     })
 }
 
-#[cfg(test)]
-mod golden_tmp {
-    use super::*;
-    use crate::config::{DataSource, RunConfig};
-    use crate::model::ParamStore;
-    #[test]
-    fn golden_dump() {
-        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
-        let mut out = String::new();
-        for feats in [LinearFeatures::Cached, LinearFeatures::Augmented] {
-            let mut c = RunConfig::default();
-            c.seed = 7;
-            c.data.source = DataSource::Synthetic;
-            c.data.image_size = 16;
-            c.data.synthetic_train = 40;
-            c.data.synthetic_test = 20;
-            c.data.synthetic_classes = 4;
-            c.model.width = 4;
-            c.model.feature_dim = 16;
-            c.model.bn_splits = 2;
-            c.eval.linear.epochs = 3;
-            c.eval.linear.milestones = vec![1, 2];
-            c.eval.linear.batch_size = 16;
-            c.eval.linear.features = feats;
-            c.train.batch_size = 16;
-            c.dictionary.size = 32;
-            let cfg = c.validate().unwrap();
-            let splits = crate::data::load(&cfg.data, cfg.seed).unwrap();
-            let store = ParamStore::new(&Device::Cpu);
-            let enc = Encoder::new(&cfg.model, &store, cfg.seed).unwrap();
-            let input = crate::eval::eval_input(&cfg);
-            let mut prog = Vec::new();
-            let r = linear_protocol(
-                &enc,
-                &splits.train,
-                &splits.test,
-                input,
-                &cfg.eval.linear,
-                cfg.seed,
-                &Device::Cpu,
-                |e, l| prog.push((e, l.to_bits())),
-            )
-            .unwrap();
-            out += &format!("{:?} {} {} {:?}\n", feats, r.top1.to_bits(), r.train_loss.to_bits(), prog);
-        }
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(format!("{dir}/linear.txt"), out).unwrap();
+/// The linear layer trained on the frozen features.
+struct Classifier {
+    /// `fc.weight`, `(classes, dim)`.
+    w: Var,
+    /// `fc.bias`, `(classes,)`.
+    b: Var,
+    /// Both, named, for the optimiser.
+    params: Vec<(String, Var)>,
+}
+
+impl Classifier {
+    /// A layer of `classes` outputs on `dim` features: weights N(0, 0.01²) drawn from the
+    /// probe stream of `seed`, biases 0.
+    fn new(classes: usize, dim: usize, seed: u64, device: &Device) -> Result<Self> {
+        let normal = Normal::new(0.0f32, 0.01).map_err(candle_core::Error::wrap)?;
+        let mut rng = stream(seed, Purpose::Probe, 0, 0);
+        let w = Var::from_tensor(&Tensor::from_vec(
+            (0..classes * dim).map(|_| normal.sample(&mut rng)).collect::<Vec<f32>>(),
+            (classes, dim),
+            device,
+        )?)?;
+        let b = Var::from_tensor(&Tensor::zeros(classes, candle_core::DType::F32, device)?)?;
+        let params = vec![("fc.weight".to_string(), w.clone()), ("fc.bias".to_string(), b.clone())];
+        Ok(Classifier { w, b, params })
     }
+
+    /// Class scores of `feats`, `(n, classes)`.
+    fn logits(&self, feats: &Tensor) -> Result<Tensor> {
+        feats.matmul(&self.w.as_tensor().t()?)?.broadcast_add(self.b.as_tensor())
+    }
+}
+
+/// The training split's features: computed once (`cached`) or drawn through the frozen
+/// backbone from freshly augmented images (`augmented`).
+struct TrainFeatures<'a> {
+    /// The frozen encoder.
+    encoder: &'a Encoder,
+    /// The training split.
+    train: &'a ImageSet,
+    /// Size and normalisation of the images.
+    input: EvalInput,
+    /// Where the features live.
+    device: &'a Device,
+    /// The un-augmented features of every training image, when cached.
+    cached: Option<Tensor>,
+    /// The augmentation of the `augmented` mode.
+    spec: PipelineSpec,
+    /// Seed of the epoch shuffles.
+    seed: u64,
+    /// Images per SGD step.
+    batch_size: usize,
+}
+
+impl<'a> TrainFeatures<'a> {
+    /// Set up the features `cfg.features` asks for (extracting them now when cached).
+    fn new(encoder: &'a Encoder, train: &'a ImageSet, input: EvalInput, cfg: &LinearConfig, seed: u64, device: &'a Device) -> Result<Self> {
+        let cached = match cfg.features {
+            LinearFeatures::Cached => Some(extract(encoder, train, input, FeatureKind::Backbone, 256, device, |_| {})?),
+            LinearFeatures::Augmented => None,
+        };
+        let spec = PipelineSpec {
+            params: AugmentParams::linear_train(),
+            image_size: input.image_size,
+            mean: input.mean,
+            std: input.std,
+            views: 1,
+            seed: seed ^ 0x11ea,
+        };
+        Ok(TrainFeatures {
+            encoder,
+            train,
+            input,
+            device,
+            cached,
+            spec,
+            seed,
+            batch_size: cfg.batch_size.min(train.len()),
+        })
+    }
+
+    /// Features of the `len` images `order[start..start + len]` (their indices `idx`) in `epoch`.
+    fn batch(&self, order: &[usize], start: usize, len: usize, idx: &[u32], epoch: usize) -> Result<Tensor> {
+        match &self.cached {
+            Some(f) => f.index_select(&Tensor::new(idx, self.device)?, 0),
+            None => {
+                let batch = make_batch(self.train, order, start, len, epoch as u64, &self.spec);
+                let x = Tensor::from_vec(
+                    batch.views.into_iter().next().unwrap_or_default(),
+                    (len, 3, self.input.image_size, self.input.image_size),
+                    self.device,
+                )?;
+                Ok(self.encoder.features(&x, BnMode::Eval)?.detach())
+            }
+        }
+    }
+}
+
+/// One epoch of SGD at `lr` over the shuffled training split; returns its mean loss.
+fn train_epoch(src: &TrainFeatures, clf: &Classifier, opt: &mut Sgd, epoch: usize, lr: f64) -> Result<f64> {
+    let (n, bs, device) = (src.train.len(), src.batch_size, src.device);
+    let order = epoch_order(n, src.seed ^ 0x11ea, epoch as u64, true);
+    let (mut sum, mut count) = (0.0, 0usize);
+    for start in (0..n).step_by(bs) {
+        let len = bs.min(n - start);
+        let idx: Vec<u32> = order[start..start + len].iter().map(|&i| i as u32).collect();
+        let feats = src.batch(&order, start, len, &idx, epoch)?;
+        let labels: Vec<u32> = idx.iter().map(|&i| src.train.labels[i as usize]).collect();
+        let loss = cross_entropy(&clf.logits(&feats)?, &Tensor::new(labels.as_slice(), device)?)?;
+        let lv = loss.to_scalar::<f32>()? as f64;
+        if !lv.is_finite() {
+            candle_core::bail!("linear protocol: loss became {lv} at epoch {}", epoch + 1);
+        }
+        opt.step(&clf.params, &loss.backward()?, lr)?;
+        sum += lv * len as f64;
+        count += len;
+    }
+    Ok(sum / count.max(1) as f64)
+}
+
+/// Top-1 (%) of the classifier on the un-augmented features of `test`.
+fn test_top1(encoder: &Encoder, test: &ImageSet, input: EvalInput, clf: &Classifier, device: &Device) -> Result<f64> {
+    let test_feats = extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?;
+    let pred = clf.logits(&test_feats)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
+    Ok(100.0 * correct as f64 / test.len().max(1) as f64)
 }

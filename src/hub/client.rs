@@ -143,28 +143,13 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
     };
     let exported = export_run(run_dir, staging, &card)?;
     let (c, ep) = client()?;
-    c.create_repository()
-        .repo_id(&opts.repo)
-        .repo_type(RepoTypeModel)
-        .private(opts.private)
-        .exist_ok(true)
-        .send()
-        .map_err(|e| explain(e, "creating", &opts.repo, &ep, Access::Write))?;
-    let repo = repo_handle(&c, &opts.repo)?;
+    let write_err = |what: &str| {
+        let what = what.to_string();
+        let (repo, ep) = (opts.repo.clone(), ep.clone());
+        move |e| explain(e, &what, &repo, &ep, Access::Write)
+    };
     let revision = opts.revision.clone().unwrap_or_else(|| "main".into());
-    if revision != "main" {
-        let exists = repo
-            .revision_exists()
-            .revision(&revision)
-            .send()
-            .map_err(|e| explain(e, "looking up the branch of", &opts.repo, &ep, Access::Write))?;
-        if !exists {
-            repo.create_branch()
-                .branch(&revision)
-                .send()
-                .map_err(|e| explain(e, &format!("creating branch {revision:?} of"), &opts.repo, &ep, Access::Write))?;
-        }
-    }
+    let repo = repo_on_branch(&c, opts, &revision, &ep)?;
     let ops: Vec<CommitOperation> = exported
         .files
         .iter()
@@ -177,28 +162,26 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
         .map(|m| m.len())
         .sum();
     eprintln!(
-        "pushing {} ({} files, {:.1} MB) to {}/{} @ {revision}",
+        "pushing {} ({} files, {:.1} MB) to {ep}/{} @ {revision}",
         run_dir.display(),
         ops.len(),
         size as f64 / 1e6,
-        ep,
         opts.repo
     );
-    let message = format!("Upload MoCo encoder (epoch {})", exported.epoch);
     let info = repo
         .create_commit()
         .operations(ops)
-        .commit_message(message)
+        .commit_message(format!("Upload MoCo encoder (epoch {})", exported.epoch))
         .revision(revision.clone())
         .send()
-        .map_err(|e| explain(e, "committing to", &opts.repo, &ep, Access::Write))?;
+        .map_err(write_err("committing to"))?;
     if let Some(tag) = &opts.tag {
         let at = info.commit_oid.as_deref().unwrap_or(revision.as_str());
         repo.create_tag()
             .tag(tag)
             .revision(at)
             .send()
-            .map_err(|e| explain(e, &format!("tagging {tag:?} in"), &opts.repo, &ep, Access::Write))?;
+            .map_err(write_err(&format!("tagging {tag:?} in")))?;
     }
     Ok(PushReport {
         repo: opts.repo.clone(),
@@ -207,6 +190,34 @@ fn push_from(run_dir: &Path, opts: &PushOptions, staging: &Path) -> Result<PushR
         files: exported.files.clone(),
         exported,
     })
+}
+
+/// The repo (created when missing) with `revision` as a branch (created from main when
+/// missing).
+fn repo_on_branch(c: &HFClientSync, opts: &PushOptions, revision: &str, ep: &str) -> Result<HFRepositorySync<RepoTypeModel>> {
+    let write_err = |what: String| move |e| explain(e, &what, &opts.repo, ep, Access::Write);
+    c.create_repository()
+        .repo_id(&opts.repo)
+        .repo_type(RepoTypeModel)
+        .private(opts.private)
+        .exist_ok(true)
+        .send()
+        .map_err(write_err("creating".into()))?;
+    let repo = repo_handle(c, &opts.repo)?;
+    if revision != "main" {
+        let exists = repo
+            .revision_exists()
+            .revision(revision)
+            .send()
+            .map_err(write_err("looking up the branch of".into()))?;
+        if !exists {
+            repo.create_branch()
+                .branch(revision)
+                .send()
+                .map_err(write_err(format!("creating branch {revision:?} of")))?;
+        }
+    }
+    Ok(repo)
 }
 
 /// Download every file of a repo revision into the Hub cache; returns the snapshot folder.
@@ -229,6 +240,12 @@ pub fn fetch_file(r: &HubRef, file: &str) -> Result<PathBuf> {
         .send()
         .map_err(|e| {
             let at = r.revision.as_deref().map(|v| format!("@{v}")).unwrap_or_default();
-            explain(e, &format!("hf://{}{at}: downloading {file} of", r.repo), &r.repo, &ep, Access::Read)
+            explain(
+                e,
+                &format!("hf://{}{at}: downloading {file} of", r.repo),
+                &r.repo,
+                &ep,
+                Access::Read,
+            )
         })
 }

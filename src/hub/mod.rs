@@ -2,7 +2,7 @@
 //!
 //! - [`export`]: the files of a published encoder, made from a run directory (no network).
 //! - `client` (feature `hub`): `moco push`, `moco pull`, and `hf://` checkpoint references.
-//! - [`error`]: [`HubError`].
+//! - [`error`]: the layer's one error type, [`HubError`].
 //!
 //! Every command that takes a checkpoint also takes `hf://NAMESPACE/NAME[@REVISION]`: the
 //! repo's `model.safetensors` is fetched into the Hub cache and read like a run checkpoint.

@@ -236,7 +236,7 @@ where
 }
 
 /// The legend box of the labelled series.
-fn draw_legend<DB: DrawingBackend>(chart: &mut Plot<'_, DB>) -> Result<(), String>
+fn draw_legend<'a, DB: DrawingBackend + 'a>(chart: &mut Plot<'a, DB>) -> Result<(), String>
 where
     DB::ErrorType: 'static,
 {
@@ -426,63 +426,4 @@ pub fn plot_sweep(dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
         out.extend(render(&c, &dir.join("curves-knn"))?);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod golden_tmp {
-    use super::*;
-    #[test]
-    fn golden_dump() {
-        let Ok(dir) = std::env::var("GOLDEN_DIR") else { return };
-        let dir = PathBuf::from(dir).join("plot");
-        std::fs::create_dir_all(&dir).unwrap();
-        let s = |l: &str, pts: Vec<(f64, f64, f64)>| Series {
-            label: l.into(),
-            points: pts,
-        };
-        let charts = [
-            Chart {
-                title: "a".into(),
-                x_label: "x".into(),
-                y_label: "y".into(),
-                x_ticks: Some(vec!["0.9".into(), "0.99".into(), "0.999".into()]),
-                log2_x: false,
-                series: vec![
-                    s("moco", vec![(0.0, 50.0, 1.0), (1.0, 60.0, 0.0), (2.0, 65.0, 2.5)]),
-                    s("end", vec![(0.0, 40.0, 0.0)]),
-                ],
-                marks: vec![(1.0, "fail".into())],
-            },
-            Chart {
-                title: "K".into(),
-                x_label: "K".into(),
-                y_label: "t".into(),
-                x_ticks: None,
-                log2_x: true,
-                series: vec![s("", vec![(8.0, 50.0, 1.0), (10.0, 55.0, 0.5), (12.0, 57.0, 0.0)])],
-                marks: vec![],
-            },
-            Chart {
-                title: "c".into(),
-                x_label: "e".into(),
-                y_label: "l".into(),
-                x_ticks: None,
-                log2_x: false,
-                series: vec![s("r1", vec![(1.0, 5.0, 0.0), (2.0, 4.0, 0.0)])],
-                marks: vec![],
-            },
-            Chart {
-                title: "empty".into(),
-                x_label: "e".into(),
-                y_label: "l".into(),
-                x_ticks: None,
-                log2_x: false,
-                series: vec![],
-                marks: vec![],
-            },
-        ];
-        for (i, c) in charts.iter().enumerate() {
-            render(c, &dir.join(format!("c{i}"))).unwrap();
-        }
-    }
 }

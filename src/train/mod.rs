@@ -7,7 +7,7 @@
 //! - [`start`]: where a run starts: fresh, from `--init` weights, or resumed.
 //! - [`trainer`]: the epoch loop that owns a run directory ([`train`]).
 //! - [`record`]: its metrics rows, checkpoints and summary.
-//! - [`error`]: [`TrainError`].
+//! - [`error`]: the one error of a run, [`TrainError`].
 
 pub mod dictionary;
 pub mod error;
