@@ -450,6 +450,22 @@ struct Attempt<'a> {
 }
 
 impl Attempt<'_> {
+    /// A request that did not go out: a refused connection or a name that does not resolve
+    /// fails at once (no retry would change it); a timeout, or any other failure, is retried.
+    fn send_failed(&self, e: &reqwest::Error) -> Failure {
+        if e.is_connect() && !e.is_timeout() {
+            return Failure::Fatal(DownloadError::Network {
+                url: self.url.into(),
+                message: format!(
+                    "cannot connect ({}; not retried: is the host name right, and is there a network?)",
+                    chain(e)
+                ),
+                attempts: self.tries,
+            });
+        }
+        self.network(chain(e))
+    }
+
     /// A network failure, worth retrying.
     fn network(&self, message: String) -> Failure {
         Failure::Retry(DownloadError::Network {
@@ -491,7 +507,7 @@ fn fetch_once(
     if have > 0 {
         req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
     }
-    let mut resp = req.send().map_err(|e| at.network(chain(&e)))?;
+    let mut resp = req.send().map_err(|e| at.send_failed(&e))?;
     let len = resp.content_length();
     let Some(mut file) = open_for_answer(&at, &resp, have, md5)? else {
         return Ok(()); // the archive was already whole
