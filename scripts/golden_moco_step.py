@@ -30,13 +30,38 @@ It writes ``tests/fixtures/golden_moco_step.safetensors`` containing
     expected.queue (C, K), expected.queue_ptr int64 [1]   after two steps
 
 plus string metadata (tau, m, lr, sgd_momentum, weight_decay, bn_splits, ...).
+
+It also writes ``tests/fixtures/golden_moco_symmetric.safetensors``: two steps of the
+symmetric loss of the official CIFAR demo (facebookresearch/moco, colab
+``moco_cifar10_demo``, ``ModelMoCo.forward`` with ``symmetric=True``) under the cosine
+key-momentum schedule (solo-learn's ``MomentumUpdater.update_tau``)::
+
+    m_t = m_final - (m_final - m) (1 + cos(pi t / T)) / 2   # t = 0, 1; T = 2: m = 0.9, 0.95
+    θk = m_t θk + (1 - m_t) θq                              # once per step, before the keys
+    loss_12, q1, k2 = contrastive_loss(x_1, x_2)            # k2 with Shuffle BN (perm_k2)
+    loss_21, q2, k1 = contrastive_loss(x_2, x_1)            # k1 with Shuffle BN (perm_k1)
+    loss = loss_12 + loss_21                                # both against the same queue
+    enqueue(cat([k1, k2]))                                  # 2N keys at once
+    loss.backward(); SGD step on θq
+
+with K = 24 (a multiple of 2N = 8, so the pointer ends at 16 and the queue still holds
+initial keys). Its tensors: ``init.*`` as above, ``step{1,2}.x_1``, ``step{1,2}.x_2``,
+``step{1,2}.perm_k2``, ``step{1,2}.perm_k1``, ``expected.loss`` (2,) (the sums),
+``expected.loss_12``, ``expected.loss_21``, ``expected.acc1`` (2,) (the mean of the two
+terms' (1+K)-way top-1), ``expected.encoder_q.*``, ``expected.encoder_k.*``,
+``expected.queue``, ``expected.queue_ptr``; metadata adds ``m_final``,
+``momentum_schedule``, ``total_steps``, ``m_step1``, ``m_step2``, ``symmetric``.
 ``num_batches_tracked`` entries are int64 scalars (shape []) as in PyTorch;
 everything else is float32.
 
 Regenerate (CPU only, deterministic; needs ``pip install torch safetensors numpy``),
 from the repository root:
 
-    /path/to/venv/bin/python scripts/golden_moco_step.py
+    /path/to/venv/bin/python scripts/golden_moco_step.py                    # both fixtures
+    /path/to/venv/bin/python scripts/golden_moco_step.py --symmetric-only   # the second only
+
+(Another torch version reproduces the first fixture's inputs and initial state exactly and
+its expected tensors to ~1e-6, not byte for byte; ``--symmetric-only`` leaves it alone.)
 """
 
 from __future__ import annotations
@@ -45,6 +70,7 @@ import json
 import math
 import os
 import struct
+import sys
 from collections import OrderedDict
 
 import numpy as np  # noqa: F401  (safetensors.torch uses numpy; keep the dependency explicit)
@@ -79,6 +105,16 @@ WIDTH = 4  # planes of layer1; layer2..4 use 2x, 4x, 8x
 PERMS = ([2, 0, 3, 1], [1, 3, 0, 2])  # Shuffle-BN permutations of step 1 and step 2
 
 OUT_PATH = os.path.join("tests", "fixtures", "golden_moco_step.safetensors")
+
+# The symmetric fixture (its own generator, so the first fixture is unchanged).
+SYM_SEED = SEED + 1
+SYM_K = 24  # a multiple of 2N: both key batches are enqueued at once
+SYM_M_BASE = 0.9  # moco.momentum: m at the first step
+SYM_M_FINAL = 1.0  # moco.momentum_final: m at step T
+SYM_TOTAL_STEPS = 2  # T: the two steps use m = 0.9 and 0.95
+# Shuffle-BN permutations of each step's two key forwards: (k2 = f_k(x_2), k1 = f_k(x_1)).
+SYM_PERMS = (([2, 0, 3, 1], [1, 2, 3, 0]), ([1, 3, 0, 2], [0, 3, 2, 1]))
+SYM_OUT_PATH = os.path.join("tests", "fixtures", "golden_moco_symmetric.safetensors")
 
 
 # ---------------------------------------------------------------------------
@@ -339,16 +375,58 @@ def moco_step(enc_q, enc_k, opt, queue, queue_ptr, x_q, x_k, perm):
     return loss.detach(), logits.detach()
 
 
-def main() -> None:
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    torch.manual_seed(SEED)  # not used for sampling (explicit generator below), set for safety
+# ---------------------------------------------------------------------------
+# The symmetric step of the official CIFAR demo (ModelMoCo, symmetric=True).
+# ---------------------------------------------------------------------------
+def cosine_momentum(t: int, total: int) -> float:
+    """solo-learn's MomentumUpdater.update_tau at step t (from 0) of T = total steps."""
+    return SYM_M_FINAL - (SYM_M_FINAL - SYM_M_BASE) * (math.cos(math.pi * t / total) + 1) / 2
 
-    check_split_bn_against_torch()
 
-    gen = torch.Generator().manual_seed(SEED)
+def contrastive_loss(enc_q, enc_k, queue, im_q, im_k, perm):
+    """ModelMoCo.contrastive_loss: (loss, q, k, top-1 of the positive). Shuffle BN on one
+    device with the given permutation instead of torch.randperm."""
+    q = F.normalize(enc_q(im_q), dim=1)  # (N, C)
+    with torch.no_grad():
+        k = F.normalize(enc_k(im_k[perm]), dim=1)  # (N, C), row i is image perm[i]
+        k = k[torch.argsort(perm)]  # (N, C), row i is image i
+    l_pos = torch.einsum("nc,nc->n", [q, k]).unsqueeze(-1)  # (N, 1)
+    l_neg = torch.einsum("nc,ck->nk", [q, queue.clone().detach()])  # (N, K)
+    logits = torch.cat([l_pos, l_neg], dim=1) / TAU  # (N, 1+K)
+    labels = torch.zeros(logits.shape[0], dtype=torch.long)
+    loss = F.cross_entropy(logits, labels)
+    acc1 = (logits.detach().argmax(dim=1) == 0).float().mean()
+    return loss, q, k, acc1
 
-    # Initial state.
+
+def moco_step_symmetric(enc_q, enc_k, opt, queue, queue_ptr, x_1, x_2, perm_k2, perm_k1, m):
+    """ModelMoCo.forward(x_1, x_2) with symmetric=True, then the demo's SGD step.
+    Returns (loss, loss_12, loss_21, acc1); updates everything in place."""
+    with torch.no_grad():  # _momentum_update_key_encoder: once, before both key forwards
+        q_params = dict(enc_q.named_parameters())
+        for name, pk in enc_k.named_parameters():
+            pk.mul_(m).add_(q_params[name].detach(), alpha=1 - m)
+
+    loss_12, q1, k2, acc_12 = contrastive_loss(enc_q, enc_k, queue, x_1, x_2, perm_k2)
+    loss_21, q2, k1, acc_21 = contrastive_loss(enc_q, enc_k, queue, x_2, x_1, perm_k1)
+    loss = loss_12 + loss_21  # a sum, as the demo
+    k = torch.cat([k1, k2], dim=0)  # (2N, C)
+
+    with torch.no_grad():  # _dequeue_and_enqueue(k): the logits used a copy of the queue
+        n2 = k.shape[0]
+        ptr = int(queue_ptr[0])
+        assert SYM_K % n2 == 0
+        queue[:, ptr : ptr + n2] = k.t()  # (C, 2N)
+        queue_ptr[0] = (ptr + n2) % SYM_K
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss.detach(), loss_12.detach(), loss_21.detach(), (acc_12 + acc_21) / 2
+
+
+def initial_state(gen: torch.Generator, k: int):
+    """θq, θk, the queue (C, k) and its pointer, drawn from gen in this order."""
     enc_q = ResNet18Cifar().float().train()
     enc_k = ResNet18Cifar().float().train()
     init_encoder_q(enc_q, gen)
@@ -356,8 +434,109 @@ def main() -> None:
     for p in enc_k.parameters():
         p.requires_grad_(False)  # key encoder is never updated by gradient
 
-    queue = F.normalize(torch.randn(DIM, K, generator=gen), dim=0)  # (C, K), unit columns
+    queue = F.normalize(torch.randn(DIM, k, generator=gen), dim=0)  # (C, k), unit columns
     queue_ptr = torch.zeros(1, dtype=torch.long)  # (1,)
+    return enc_q, enc_k, queue, queue_ptr
+
+
+def sgd(enc_q: nn.Module) -> torch.optim.Optimizer:
+    """SGD over all trainable tensors of encoder_q (momentum buffers persist across steps)."""
+    return torch.optim.SGD(
+        enc_q.parameters(), lr=LR, momentum=SGD_MOMENTUM, dampening=0.0, weight_decay=WEIGHT_DECAY, nesterov=False
+    )
+
+
+def write_fixture(path: str, tensors: "OrderedDict[str, torch.Tensor]", metadata: dict, enc_q: nn.Module) -> None:
+    for name, t in tensors.items():
+        assert t.dtype in (torch.float32, torch.int64), (name, t.dtype)
+        assert t.is_contiguous(), name
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(with_sorted_metadata(save(dict(tensors), metadata=metadata)))
+    size = os.path.getsize(path)
+    n_params = sum(p.numel() for p in enc_q.parameters())
+    print(f"wrote {path}: {len(tensors)} tensors, {size} bytes ({size / 1024:.1f} KiB)")
+    print(f"encoder: {len(enc_q.state_dict())} state_dict entries, {n_params} trainable scalars")
+    # Four full float32 encoder snapshots dominate the size (about 4 * 46k * 4 B).
+    if size > 1024 * 1024:
+        print("WARNING: fixture is larger than 1 MiB")
+
+
+def symmetric_fixture() -> None:
+    """Two symmetric steps under the cosine momentum schedule -> SYM_OUT_PATH."""
+    gen = torch.Generator().manual_seed(SYM_SEED)
+    enc_q, enc_k, queue, queue_ptr = initial_state(gen, SYM_K)
+    steps = []
+    for i, (perm_k2, perm_k1) in enumerate(SYM_PERMS, start=1):
+        x_1 = torch.randn(N, 3, IMG, IMG, generator=gen)  # (N, 3, IMG, IMG)
+        x_2 = torch.randn(N, 3, IMG, IMG, generator=gen)  # (N, 3, IMG, IMG)
+        steps.append((i, x_1, x_2, torch.tensor(perm_k2, dtype=torch.long), torch.tensor(perm_k1, dtype=torch.long)))
+
+    tensors: "OrderedDict[str, torch.Tensor]" = OrderedDict()
+    tensors.update(snapshot("init.encoder_q", enc_q))
+    tensors.update(snapshot("init.encoder_k", enc_k))
+    tensors["init.queue"] = queue.clone()
+    tensors["init.queue_ptr"] = queue_ptr.clone()
+    for i, x_1, x_2, perm_k2, perm_k1 in steps:
+        tensors[f"step{i}.x_1"] = x_1.clone()
+        tensors[f"step{i}.x_2"] = x_2.clone()
+        tensors[f"step{i}.perm_k2"] = perm_k2.clone()
+        tensors[f"step{i}.perm_k1"] = perm_k1.clone()
+
+    opt = sgd(enc_q)
+    ms, out = [], []
+    for i, x_1, x_2, perm_k2, perm_k1 in steps:
+        m = cosine_momentum(i - 1, SYM_TOTAL_STEPS)
+        ms.append(m)
+        out.append(moco_step_symmetric(enc_q, enc_k, opt, queue, queue_ptr, x_1, x_2, perm_k2, perm_k1, m))
+
+    for j, key in enumerate(["loss", "loss_12", "loss_21", "acc1"]):
+        tensors[f"expected.{key}"] = torch.stack([o[j] for o in out]).float()  # (2,)
+    tensors.update(snapshot("expected.encoder_q", enc_q))
+    tensors.update(snapshot("expected.encoder_k", enc_k))
+    tensors["expected.queue"] = queue.clone()  # (C, K)
+    tensors["expected.queue_ptr"] = queue_ptr.clone()  # (1,)
+
+    metadata = {
+        "tau": repr(TAU),
+        "m": repr(SYM_M_BASE),
+        "m_final": repr(SYM_M_FINAL),
+        "momentum_schedule": "cosine",
+        "total_steps": str(SYM_TOTAL_STEPS),
+        "m_step1": repr(ms[0]),
+        "m_step2": repr(ms[1]),
+        "symmetric": "true",
+        "queue_size": str(SYM_K),
+        "lr": repr(LR),
+        "sgd_momentum": repr(SGD_MOMENTUM),
+        "weight_decay": repr(WEIGHT_DECAY),
+        "bn_splits": str(BN_SPLITS),
+        "bn_eps": repr(BN_EPS),
+        "bn_momentum": repr(BN_MOMENTUM),
+        "seed": str(SYM_SEED),
+        "generator": "scripts/golden_moco_step.py",
+    }
+    write_fixture(SYM_OUT_PATH, tensors, metadata, enc_q)
+    print(f"m = {ms}, loss = {[o[0].item() for o in out]}, acc1 = {[o[3].item() for o in out]}")
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    torch.manual_seed(SEED)  # not used for sampling (explicit generator below), set for safety
+
+    check_split_bn_against_torch()
+    args = sys.argv[1:]
+    if args not in ([], ["--symmetric-only"]):
+        sys.exit(f"usage: {sys.argv[0]} [--symmetric-only]")
+    if args:
+        symmetric_fixture()
+        return
+
+    gen = torch.Generator().manual_seed(SEED)
+
+    # Initial state.
+    enc_q, enc_k, queue, queue_ptr = initial_state(gen, K)
 
     # Inputs of the two steps.
     steps = []
@@ -376,10 +555,7 @@ def main() -> None:
         tensors[f"step{i}.x_k"] = x_k.clone()
         tensors[f"step{i}.perm"] = perm.clone()
 
-    # SGD over all trainable tensors of encoder_q (momentum buffers persist across steps).
-    opt = torch.optim.SGD(
-        enc_q.parameters(), lr=LR, momentum=SGD_MOMENTUM, dampening=0.0, weight_decay=WEIGHT_DECAY, nesterov=False
-    )
+    opt = sgd(enc_q)
 
     losses, logits1 = [], None
     for i, x_q, x_k, perm in steps:
@@ -395,10 +571,6 @@ def main() -> None:
     tensors["expected.queue"] = queue.clone()  # (C, K)
     tensors["expected.queue_ptr"] = queue_ptr.clone()  # (1,)
 
-    for name, t in tensors.items():
-        assert t.dtype in (torch.float32, torch.int64), (name, t.dtype)
-        assert t.is_contiguous(), name
-
     metadata = {
         "tau": repr(TAU),
         "m": repr(EMA_M),
@@ -411,18 +583,10 @@ def main() -> None:
         "seed": str(SEED),
         "generator": "scripts/golden_moco_step.py",
     }
-    os.makedirs(os.path.dirname(OUT_PATH), exist_ok=True)
-    with open(OUT_PATH, "wb") as f:
-        f.write(with_sorted_metadata(save(dict(tensors), metadata=metadata)))
-
-    size = os.path.getsize(OUT_PATH)
-    n_params = sum(p.numel() for p in enc_q.parameters())
-    print(f"wrote {OUT_PATH}: {len(tensors)} tensors, {size} bytes ({size / 1024:.1f} KiB)")
-    print(f"encoder: {len(enc_q.state_dict())} state_dict entries, {n_params} trainable scalars")
+    write_fixture(OUT_PATH, tensors, metadata, enc_q)
     print(f"loss step1 = {losses[0].item():.8f}, loss step2 = {losses[1].item():.8f}")
-    # Four full float32 encoder snapshots dominate the size (about 4 * 46k * 4 B).
-    if size > 1024 * 1024:
-        print("WARNING: fixture is larger than 1 MiB")
+
+    symmetric_fixture()
 
 
 if __name__ == "__main__":

@@ -285,11 +285,20 @@ fn check_infonce(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> 
     Ok(())
 }
 
-/// A training step of each mechanism (two for MoCo, then its queue).
+/// A training step of each mechanism (two for MoCo and for MoCo's symmetric loss, then the queue).
 fn check_steps(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
-    for mode in ["moco", "memory_bank", "end_to_end"] {
-        let cfg = tiny(mode)?;
-        let steps = if mode == "moco" { 2 } else { 1 };
+    // The symmetric step last, its views from its own stream: the other checks' inputs stay.
+    let mut symmetric_rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for mode in ["moco", "memory_bank", "end_to_end", "moco symmetric"] {
+        let (cfg, rng) = match mode {
+            "moco symmetric" => {
+                let mut c = tiny("moco")?.into_inner();
+                c.moco.symmetric = true;
+                (c.validate().map_err(candle_core::Error::wrap)?, &mut symmetric_rng)
+            }
+            _ => (tiny(mode)?, &mut *rng),
+        };
+        let steps = if mode.starts_with("moco") { 2 } else { 1 };
         let views: Vec<Tensor> = (0..2).map(|_| randn(&[16, 3, 16, 16], rng)).collect::<Result<_>>()?;
         let (s, r) = p.both(&|d| {
             let mut l = Learner::new(&cfg, 256, d)?;
@@ -324,9 +333,9 @@ fn check_steps(p: &mut Pair, rng: &mut rand_chacha::ChaCha8Rng) -> Result<()> {
             name: format!("{mode} query encoder after {steps} SGD step(s)"),
             rel_err: rel_err(&s[steps], &r[steps])?,
         });
-        if mode == "moco" {
+        if mode.starts_with("moco") {
             p.out.push(Check {
-                name: "moco queue after 2 enqueues".into(),
+                name: format!("{mode} queue after 2 enqueues"),
                 rel_err: rel_err(&s[steps + 1], &r[steps + 1])?,
             });
         }

@@ -164,3 +164,34 @@ fn shipped_demo_sweep_expands() {
     assert_eq!(s.points.len(), 5);
     assert!(s.points.iter().all(|p| p.config.train.epochs == 4 && p.config.model.width == 8));
 }
+
+/// The symmetric loss and the key-momentum schedule (issue 19): their rules, and that their
+/// defaults leave the resolved config (and so every sweep's run ids) unchanged.
+#[test]
+fn symmetric_and_momentum_schedule_rules() {
+    let sym = |c: &mut RunConfig| {
+        c.moco.symmetric = true;
+        c.train.batch_size = 512;
+    };
+    assert!(matches!(
+        err(|c| {
+            sym(c);
+            c.dictionary.size = 1536;
+        }),
+        ConfigError::SymmetricQueue { size: 1536, twice: 1024 }
+    ));
+    assert!(matches!(
+        err(|c| {
+            sym(c);
+            c.dictionary.mode = DictionaryMode::EndToEnd;
+        }),
+        ConfigError::SymmetricMode("end_to_end")
+    ));
+    let mut ok = RunConfig::default();
+    sym(&mut ok);
+    ok.dictionary.size = 4096;
+    assert!(ok.validate().is_ok());
+    assert!(matches!(err(|c| c.moco.momentum_final = 1.5), ConfigError::MomentumFinal(_)));
+    let text = RunConfig::default().to_toml();
+    assert!(!text.contains("symmetric") && !text.contains("momentum_schedule") && !text.contains("knn_at_init"));
+}

@@ -128,3 +128,95 @@ fn dry_run_and_bad_sweeps() {
     );
     assert!(!dir.path().join("r").exists(), "nothing may run when a point is invalid");
 }
+
+#[test]
+fn dry_run_prints_steps_and_hours() {
+    let bin = env!("CARGO_BIN_EXE_moco");
+    let dir = tempfile::tempdir().unwrap();
+    // An image folder of 3 images in 2 classes (plus a file the loader skips), and a dataset
+    // folder without train/: its steps cannot be known.
+    let folder = dir.path().join("folder");
+    for (class, file) in [("a", "1.jpg"), ("a", "2.PNG"), ("a", "notes.txt"), ("b", "3.jpeg")] {
+        std::fs::create_dir_all(folder.join("train").join(class)).unwrap();
+        std::fs::write(folder.join("train").join(class).join(file), b"").unwrap();
+    }
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let sweep = dir.path().join("cost.toml");
+    std::fs::write(
+        &sweep,
+        format!(
+            r#"
+[set]
+"data.synthetic_train" = 640
+"train.batch_size" = 64
+"model.bn_splits" = 2
+"dictionary.size" = 128
+"train.epochs" = 9
+[[grid]]
+"train.epochs" = [9, 3]
+[[grid]]
+"train.max_steps" = [45]
+[[grid]]
+"data.source" = ["image_folder"]
+"data.path" = [{folder:?}, {empty:?}]
+"train.batch_size" = [2]
+"model.bn_splits" = [1]
+"#
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        Command::new(bin)
+            .args([
+                "sweep",
+                sweep.to_str().unwrap(),
+                "--results",
+                dir.path().join("r").to_str().unwrap(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--dry-run", "--img-per-s", "0.8"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = |prefix: &str| {
+        err.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} in {err}"))
+    };
+    // 640 images / 64 = 10 steps per epoch; 0.8 img/s: 90 steps × 64 images = 7,200 s.
+    assert!(line("#0 ").ends_with("]  steps 90  2.0 h"), "{err}");
+    assert!(line("#1 ").ends_with("]  steps 30  0.67 h"), "{err}");
+    assert!(line("#2 ").ends_with("]  steps 45  1.0 h"), "max_steps caps the steps: {err}");
+    // 3 images / batch 2 = 1 step per epoch, 9 epochs: 18 images, 22.5 s.
+    assert!(line("#3 ").ends_with("]  steps 9  0.01 h"), "{err}");
+    assert!(line("#4 ").ends_with("]  steps ?  ? h"), "{err}");
+    assert!(line("train images: ").contains("640 (built-in dataset)"), "{err}");
+    assert!(err.contains("train images: 3 (") && err.contains("2 class folders)"), "{err}");
+    assert!(err.contains("train images: ? (") && err.contains("not found)"), "{err}");
+    assert_eq!(
+        line("total: "),
+        "total: 174 steps, 3.7 h at 0.8 img/s (training only: kNN and linear evaluation not included); \
+         1 of 5 runs with unknown steps not counted"
+    );
+    assert!(!dir.path().join("r").exists(), "dry run wrote results");
+    // Without a throughput: steps only.
+    let o = run(&["--dry-run"]);
+    assert!(o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.lines().any(|l| l.starts_with("#0 ") && l.ends_with("]  steps 90")), "{err}");
+    assert!(
+        err.lines()
+            .any(|l| l == "total: 174 steps; 1 of 5 runs with unknown steps not counted"),
+        "{err}"
+    );
+    // A throughput is only for a dry run, and must be > 0.
+    for bad in [vec!["--img-per-s", "100"], vec!["--dry-run", "--img-per-s", "0"]] {
+        let o = run(&bad);
+        assert!(!o.status.success(), "{bad:?} accepted");
+        assert!(String::from_utf8_lossy(&o.stderr).contains("--img-per-s"), "{bad:?}");
+    }
+    assert!(!dir.path().join("r").exists(), "nothing may run");
+}

@@ -12,9 +12,14 @@ use std::path::PathBuf;
 pub struct SweepArgs {
     /// Sweep file (e.g. experiments/momentum-cpu.toml).
     pub file: PathBuf,
-    /// Print the plan and stop.
+    /// Print the plan and stop: every run with its optimizer steps (epochs × training images /
+    /// batch, capped by train.max_steps; `?` when the training set is not there to count).
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: the training throughput to assume (images/s, as runs.csv's images_per_s),
+    /// to print the hours of each run and of the sweep.
+    #[arg(long, value_name = "N", requires = "dry_run", value_parser = positive_rate)]
+    pub img_per_s: Option<f64>,
     /// Run only every n-th point: `i/n` (0-based i), for n machines sharing a sweep.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
@@ -52,10 +57,12 @@ pub fn sweep(a: SweepArgs, g: &Global) -> Result<ExitCode> {
         crate::hub::HubRef::parse(p, true).with_context(|| format!("--push {p}"))?;
     }
     let shard = a.shard.as_deref().map(parse_shard).transpose()?;
-    eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
     if a.dry_run {
+        let plan = sweep.plan_with_estimates(a.img_per_s);
+        eprint!("sweep {} ({} runs):\n{plan}", sweep.name, sweep.points.len());
         return Ok(ExitCode::Ok);
     }
+    eprint!("sweep {} ({} runs):\n{}", sweep.name, sweep.points.len(), sweep.plan());
     let dir = sweep_dir(&sweep, &a.results);
     let outcome = if a.collect {
         write_runs_csv(&sweep, &a.results)?;
@@ -115,6 +122,14 @@ pub fn plot(a: PlotArgs) -> Result<ExitCode> {
         println!("wrote {}", f.display());
     }
     Ok(ExitCode::Ok)
+}
+
+/// `--img-per-s`: a finite number > 0.
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a number of images per second > 0, got {s:?}")),
+    }
 }
 
 /// Parse `i/n` with `i < n`.

@@ -5,7 +5,7 @@ use super::{load_config, parse_set, ExitCode, Global};
 use crate::bench::{bench_augment, bench_images, bench_step, compare_steps, read_report, AugmentReport};
 use crate::config::Override;
 use crate::device::make_device;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -55,6 +55,23 @@ pub enum BenchCommand {
         /// Also write the report (JSON) here.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// The cost side of the paper's Figure 3: step time and peak memory of every point of a
+    /// (queue) sweep, each in its own process (`moco bench step` on random input, so peak
+    /// memory is the point's own), into results/<sweep>/cost.csv; `moco plot` then draws
+    /// cost-step and cost-memory against K.
+    Cost {
+        /// Sweep file (e.g. experiments/queue-cpu.toml).
+        sweep: PathBuf,
+        /// Root of the results tree.
+        #[arg(long, default_value = "results")]
+        results: PathBuf,
+        /// Untimed steps first.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed steps (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        steps: usize,
     },
     /// Print ours / theirs from two step reports (JSON from `bench step` and bench/torch_step.py),
     /// or two augment reports with --augment.
@@ -123,8 +140,62 @@ pub fn bench(what: BenchCommand, g: &Global) -> Result<ExitCode> {
             write_json(json.as_deref(), &bench_augment(&cfg, &files, reps)?)?;
         }
         BenchCommand::Compare { ours, theirs, augment } => compare(&ours, &theirs, augment)?,
+        BenchCommand::Cost {
+            sweep,
+            results,
+            warmup,
+            steps,
+        } => cost(&sweep, &results, warmup, steps, g)?,
     }
     Ok(ExitCode::Ok)
+}
+
+/// `moco bench cost`: each point of the sweep through `moco bench step` in a child process.
+fn cost(file: &Path, results: &Path, warmup: usize, steps: usize, g: &Global) -> Result<()> {
+    let sweep = crate::sweep::Sweep::load(file)?;
+    let dir = crate::sweep::runner::sweep_dir(&sweep, results);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let scratch = tempfile_dir(&dir)?;
+    let exe = std::env::current_exe().context("locating the moco binary")?;
+    let mut rows = Vec::new();
+    for (i, p) in sweep.points.iter().enumerate() {
+        let (cfg_path, json) = (
+            scratch.join(format!("{}.toml", p.run_id)),
+            scratch.join(format!("{}.json", p.run_id)),
+        );
+        std::fs::write(&cfg_path, p.config.to_toml()).with_context(|| format!("writing {}", cfg_path.display()))?;
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "step"])
+            .arg(&cfg_path)
+            .args(["--warmup", &warmup.to_string(), "--steps", &steps.to_string(), "--json"])
+            .arg(&json);
+        if let Some(d) = &g.device {
+            cmd.args(["--device", d]);
+        }
+        eprintln!("[{}/{}] #{} {}", i + 1, sweep.points.len(), p.index, p.label());
+        let out = cmd.output().context("running moco bench step")?;
+        if !out.status.success() {
+            bail!(
+                "bench step of point #{} ({}) failed: {}",
+                p.index,
+                p.label(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let r: crate::bench::StepReport = read_report(&json)?;
+        rows.push(crate::sweep::results::cost_row(p, &r));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    let path = dir.join("cost.csv");
+    crate::io::table::write_csv(&path, &crate::sweep::results::cost_header(), &rows)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}
+
+fn tempfile_dir(parent: &Path) -> Result<PathBuf> {
+    let d = parent.join(format!(".cost-{}", std::process::id()));
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
 }
 
 fn compare(ours: &Path, theirs: &Path, augment: bool) -> Result<()> {

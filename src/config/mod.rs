@@ -306,6 +306,27 @@ pub struct MocoConfig {
     /// Shuffle the keys across BN groups before the key forward (needs `model.bn_splits > 1`
     /// to have an effect).
     pub shuffle_bn: bool,
+    /// The symmetric loss of the official CIFAR demo (`moco` mode): both views serve as query
+    /// and as key, `loss = loss_12 + loss_21` (a sum: the demo's lr assumes it), and both
+    /// batches of keys are enqueued together after both terms (2N keys per step, so K must be
+    /// a multiple of 2N).
+    #[serde(skip_serializing_if = "is_false")]
+    pub symmetric: bool,
+    /// How `m` moves during training: `constant`, or `cosine` from `momentum` at the first
+    /// step to `momentum_final` at the last (solo-learn's `base_tau` → `final_tau`).
+    #[serde(skip_serializing_if = "MomentumSchedule::is_constant")]
+    pub momentum_schedule: MomentumSchedule,
+    /// The final `m` of the cosine schedule (solo-learn's `final_tau`).
+    #[serde(skip_serializing_if = "is_one")]
+    pub momentum_final: f64,
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
+}
+
+fn is_one(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for MocoConfig {
@@ -314,7 +335,26 @@ impl Default for MocoConfig {
             momentum: 0.99,
             temperature: 0.1,
             shuffle_bn: true,
+            symmetric: false,
+            momentum_schedule: MomentumSchedule::Constant,
+            momentum_final: 1.0,
         }
+    }
+}
+
+/// The key-encoder momentum schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MomentumSchedule {
+    /// `m` throughout.
+    Constant,
+    /// `m_final − (m_final − m)·(1 + cos(π·step/steps))/2` (solo-learn's `MomentumUpdater`).
+    Cosine,
+}
+
+impl MomentumSchedule {
+    fn is_constant(&self) -> bool {
+        *self == Self::Constant
     }
 }
 
@@ -448,6 +488,10 @@ pub struct EvalConfig {
     pub knn_features: FeatureKind,
     /// Run the linear protocol at the end of training.
     pub linear_at_end: bool,
+    /// Measure the kNN top-1 of the encoder at its initialisation too (the baseline the run
+    /// must beat; also `moco train --knn-at-init`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub knn_at_init: bool,
     /// Linear protocol settings.
     pub linear: LinearConfig,
 }
@@ -460,6 +504,7 @@ impl Default for EvalConfig {
             knn_t: 0.1,
             knn_features: FeatureKind::Backbone,
             linear_at_end: false,
+            knn_at_init: false,
             linear: LinearConfig::default(),
         }
     }

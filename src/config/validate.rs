@@ -10,6 +10,9 @@ pub enum ConfigError {
     /// m ∉ [0, 1].
     #[error("moco.momentum must be in [0, 1], got {0}")]
     Momentum(f64),
+    /// final m ∉ [0, 1].
+    #[error("moco.momentum_final must be in [0, 1], got {0}")]
+    MomentumFinal(f64),
     /// τ ≤ 0 or not finite.
     #[error("moco.temperature must be finite and > 0, got {0}")]
     Temperature(f64),
@@ -34,6 +37,17 @@ pub enum ConfigError {
         batch: usize,
         /// Training set size.
         images: usize,
+    },
+    /// The symmetric loss outside `moco` mode.
+    #[error("moco.symmetric = true needs dictionary.mode = \"moco\", got {0:?}")]
+    SymmetricMode(&'static str),
+    /// The symmetric loss enqueues 2N keys per step.
+    #[error("dictionary.size ({size}) must be a multiple of 2 × train.batch_size ({twice}) with moco.symmetric = true (both views' keys are enqueued each step)")]
+    SymmetricQueue {
+        /// K.
+        size: usize,
+        /// 2N.
+        twice: usize,
     },
     /// Memory bank asked for more negatives than images.
     #[error("dictionary.size ({size}) exceeds the number of training images ({images}) in memory_bank mode")]
@@ -234,9 +248,12 @@ pub fn check_pretrain_split(d: &DataConfig) -> Result<(), ConfigError> {
 }
 
 fn check_moco(c: &RunConfig) -> Result<(), ConfigError> {
-    let m = c.moco.momentum;
-    if !(0.0..=1.0).contains(&m) || m.is_nan() {
-        return Err(ConfigError::Momentum(m));
+    let in_unit = |m: f64| (0.0..=1.0).contains(&m);
+    if !in_unit(c.moco.momentum) {
+        return Err(ConfigError::Momentum(c.moco.momentum));
+    }
+    if !in_unit(c.moco.momentum_final) {
+        return Err(ConfigError::MomentumFinal(c.moco.momentum_final));
     }
     if !(c.moco.temperature.is_finite() && c.moco.temperature > 0.0) {
         return Err(ConfigError::Temperature(c.moco.temperature));
@@ -245,6 +262,9 @@ fn check_moco(c: &RunConfig) -> Result<(), ConfigError> {
 }
 
 fn check_batch_and_dictionary(c: &RunConfig) -> Result<(), ConfigError> {
+    if c.moco.symmetric && c.dictionary.mode != DictionaryMode::Moco {
+        return Err(ConfigError::SymmetricMode(c.dictionary.mode.as_str()));
+    }
     let batch = c.train.batch_size;
     if batch < 2 {
         return Err(ConfigError::BatchSize(batch));
@@ -264,6 +284,9 @@ fn check_batch_and_dictionary(c: &RunConfig) -> Result<(), ConfigError> {
             }
             if !k.is_multiple_of(batch) {
                 return Err(ConfigError::QueueNotMultiple { size: k, batch });
+            }
+            if c.moco.symmetric && !k.is_multiple_of(2 * batch) {
+                return Err(ConfigError::SymmetricQueue { size: k, twice: 2 * batch });
             }
         }
         DictionaryMode::MemoryBank => {

@@ -425,5 +425,47 @@ pub fn plot_sweep(dir: &Path) -> Result<Vec<PathBuf>, PlotError> {
     if let Some(c) = curves(dir, &rows, "knn_top1", "kNN top-1 during training", "kNN top-1 (%)") {
         out.extend(render(&c, &dir.join("curves-knn"))?);
     }
+    let cost = dir.join("cost.csv");
+    if cost.exists() {
+        let (_, cost_rows) = read_csv(&cost)?;
+        let step = ("step_s", 1000.0, "Step time vs number of negatives K", "ms per step");
+        let memory = ("peak_rss_mb", 1.0, "Peak memory vs number of negatives K", "peak RSS (MB)");
+        for (name, (col, scale, title, y_label)) in [("cost-step", step), ("cost-memory", memory)] {
+            if let Some(c) = cost_chart(&cost_rows, col, scale, title, y_label) {
+                out.extend(render(&c, &dir.join(name))?);
+            }
+        }
+    }
     Ok(out)
+}
+
+/// A `cost.csv` column (`moco bench cost`) against K, one line per mechanism (end-to-end's K
+/// is its batch − 1): the cost argument of the paper's Figure 3.
+fn cost_chart(rows: &[Row], col: &str, scale: f64, title: &str, y_label: &str) -> Option<Chart> {
+    let mut groups: BTreeMap<String, Vec<(f64, f64, f64)>> = BTreeMap::new();
+    for r in rows {
+        if let (Some(k), Some(y)) = (num(r, "negatives"), num(r, col)) {
+            let mode = r.get("mode").cloned().unwrap_or_default();
+            groups.entry(mode).or_default().push((k.log2(), y * scale, 0.0));
+        }
+    }
+    if groups.values().map(Vec::len).sum::<usize>() < 2 {
+        return None;
+    }
+    let series = groups
+        .into_iter()
+        .map(|(label, mut points)| {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            Series { label, points }
+        })
+        .collect();
+    Some(Chart {
+        title: title.into(),
+        x_label: "K (log2 scale)".into(),
+        y_label: y_label.into(),
+        x_ticks: None,
+        log2_x: true,
+        series,
+        marks: vec![],
+    })
 }

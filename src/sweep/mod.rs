@@ -376,6 +376,192 @@ impl Sweep {
             .map(|p| format!("#{} {}  [{}]\n", p.index, p.label(), p.run_id))
             .collect()
     }
+
+    /// The plan with each run's cost (`moco sweep --dry-run`): first where each training-set
+    /// size comes from, then one line per run with its optimizer steps and, given a training
+    /// throughput in images/s (as runs.csv's `images_per_s` reports it), its hours, then the
+    /// totals. A size that cannot be known without the data (a folder that is not there) shows
+    /// as `?`, and the totals say how many runs they leave out.
+    ///
+    /// ```text
+    /// train images: 126,689 (data/imagenet100/train, 100 class folders)
+    /// #0 dictionary.mode=moco dictionary.size=256  [000-1a2b3c4d]  steps 237,480  5.6 h
+    /// total: 237,480 steps, 5.6 h at 1500 img/s (training only: kNN and linear evaluation not included)
+    /// ```
+    pub fn plan_with_estimates(&self, img_per_s: Option<f64>) -> String {
+        let mut counts = ImageCounts::default();
+        let mut out = String::new();
+        let mut lines = Vec::new();
+        let (mut total_steps, mut total_s, mut unknown) = (0usize, 0f64, 0usize);
+        for p in &self.points {
+            let steps = counts.get(&p.config, &mut out).map(|n| planned_steps(&p.config, n));
+            let cost = match steps {
+                Some(s) => {
+                    total_steps += s;
+                    let secs = img_per_s.map(|r| (s * p.config.train.batch_size) as f64 / r);
+                    total_s += secs.unwrap_or(0.0);
+                    format!(
+                        "steps {}{}",
+                        thousands(s),
+                        secs.map(|t| format!("  {}", hours(t))).unwrap_or_default()
+                    )
+                }
+                None => {
+                    unknown += 1;
+                    format!("steps ?{}", if img_per_s.is_some() { "  ? h" } else { "" })
+                }
+            };
+            lines.push(format!("#{} {}  [{}]  {cost}\n", p.index, p.label(), p.run_id));
+        }
+        out.extend(lines);
+        let (steps, time) = if unknown == self.points.len() && unknown > 0 {
+            ("?".to_string(), "? h".to_string())
+        } else {
+            (thousands(total_steps), hours(total_s))
+        };
+        out += &format!("total: {steps} steps");
+        if let Some(r) = img_per_s {
+            out += &format!(", {time} at {r} img/s (training only: kNN and linear evaluation not included)");
+        }
+        if unknown > 0 {
+            out += &format!("; {unknown} of {} runs with unknown steps not counted", self.points.len());
+        }
+        out.push('\n');
+        out
+    }
+}
+
+/// Optimizer steps of a run over `images` training images, as the trainer takes them: every
+/// epoch ⌊images / batch⌋ steps (the last partial batch is dropped), capped by
+/// `train.max_steps`.
+pub fn planned_steps(cfg: &RunConfig, images: usize) -> usize {
+    let steps = cfg.train.epochs * (images / cfg.train.batch_size);
+    cfg.train.max_steps.map_or(steps, |m| steps.min(m))
+}
+
+/// `12,345`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `5.6 h` (two decimals under an hour).
+fn hours(secs: f64) -> String {
+    let h = secs / 3600.0;
+    if h < 1.0 {
+        format!("{h:.2} h")
+    } else {
+        format!("{h:.1} h")
+    }
+}
+
+/// The training-set size of each distinct dataset of a sweep, found once: `get` notes where it
+/// came from (or why it is unknown) the first time it sees a dataset.
+#[derive(Default)]
+struct ImageCounts {
+    seen: std::collections::HashMap<(&'static str, PathBuf, &'static str, usize, usize), Option<usize>>,
+}
+
+impl ImageCounts {
+    fn get(&mut self, cfg: &RunConfig, notes: &mut String) -> Option<usize> {
+        let d = &cfg.data;
+        let key = (
+            d.source.as_str(),
+            d.path.clone(),
+            d.pretrain_split.as_str(),
+            d.train_limit,
+            d.synthetic_train,
+        );
+        *self.seen.entry(key).or_insert_with(|| {
+            let (n, how) = match train_images(cfg) {
+                Ok((n, how)) => (Some(n), format!("{} ({how})", thousands(n))),
+                Err(why) => (None, format!("? ({why})")),
+            };
+            *notes += &format!("train images: {how}\n");
+            n
+        })
+    }
+}
+
+/// The number of images the self-supervised step of `cfg` trains on, without decoding any:
+/// from the config for the built-in dataset, from file sizes for the CIFAR and STL-10 binary
+/// formats, by counting `path/train/<class>/*.{jpg,jpeg,png}` for an image folder; with
+/// `data.train_limit` applied. `Ok((images, where it came from))`, or `Err(why it is unknown)`.
+pub fn train_images(cfg: &RunConfig) -> Result<(usize, String), String> {
+    use crate::config::{effective_len, DataSource, PretrainSplit};
+    let d = &cfg.data;
+    let limit = |n: usize| effective_len(n, d.train_limit);
+    let limited = if d.train_limit > 0 { ", data.train_limit applied" } else { "" };
+    let size = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.len() as usize)
+            .map_err(|_| format!("{} not found", p.display()))
+    };
+    match d.source {
+        DataSource::Synthetic => Ok((limit(d.synthetic_train), format!("built-in dataset{limited}"))),
+        DataSource::ImageFolder => {
+            let (n, classes) = count_folder(&d.path.join("train"))?;
+            Ok((
+                limit(n),
+                format!("{}, {classes} class folders{limited}", d.path.join("train").display()),
+            ))
+        }
+        DataSource::CifarBin => {
+            let n = if d.path.join("train.bin").exists() && !d.path.join("data_batch_1.bin").exists() {
+                size(&d.path.join("train.bin"))? / (32 * 32 * 3 + 2)
+            } else {
+                (1..=5)
+                    .map(|i| size(&d.path.join(format!("data_batch_{i}.bin"))).map(|b| b / (32 * 32 * 3 + 1)))
+                    .sum::<Result<usize, String>>()?
+            };
+            Ok((limit(n), format!("{}, from file sizes{limited}", d.path.display())))
+        }
+        DataSource::Stl10 => {
+            let record = crate::data::stl10::RECORD;
+            let train = || size(&d.path.join("train_X.bin")).map(|b| limit(b / record));
+            let unlabeled = || size(&d.path.join("unlabeled_X.bin")).map(|b| limit(b / record));
+            let n = match d.pretrain_split {
+                PretrainSplit::Train => train()?,
+                PretrainSplit::Unlabeled => unlabeled()?,
+                PretrainSplit::TrainUnlabeled => train()? + unlabeled()?,
+            };
+            Ok((
+                n,
+                format!("{} {}, from file sizes{limited}", d.path.display(), d.pretrain_split.as_str()),
+            ))
+        }
+    }
+}
+
+/// Images (`.jpg`, `.jpeg`, `.png`, any case, as the ImageFolder loader reads them) in the class
+/// folders of `dir`, and the number of class folders.
+fn count_folder(dir: &Path) -> Result<(usize, usize), String> {
+    if !dir.is_dir() {
+        return Err(format!("{} not found", dir.display()));
+    }
+    let entries = |d: &Path| std::fs::read_dir(d).map_err(|e| format!("{}: {e}", d.display()));
+    let (mut images, mut classes) = (0, 0);
+    for class in entries(dir)?.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.is_dir()) {
+        classes += 1;
+        images += entries(&class)?
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                let ext = e.path().extension().and_then(|x| x.to_str()).map(|x| x.to_ascii_lowercase());
+                matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png"))
+            })
+            .count();
+    }
+    if images == 0 {
+        return Err(format!("{}: no images in class folders", dir.display()));
+    }
+    Ok((images, classes))
 }
 
 #[cfg(test)]

@@ -81,6 +81,74 @@ pub fn header(keys: &[String]) -> Vec<String> {
     h
 }
 
+/// The cost table from `cost.csv` (`moco bench cost`), when it exists.
+fn cost_section(dir: &Path) -> String {
+    let Ok((_, rows)) = crate::io::table::read_csv(&dir.join("cost.csv")) else {
+        return String::new();
+    };
+    let get = |r: &Row, k: &str| r.get(k).cloned().unwrap_or_default();
+    let mut s = String::from(
+        "\n## Cost against K (`moco bench cost`)\n\nOne `moco bench step` process per point (random input, median of the timed \
+steps; peak RSS of that process), on the sweep's model. Figures: `cost-step`, `cost-memory`.\n\n\
+| mode | K (negatives) | batch | ms / step | img/s | peak RSS (MB) | threads | commit |\n|---|---|---|---|---|---|---|---|\n",
+    );
+    for r in &rows {
+        let ms = get(r, "step_s")
+            .parse::<f64>()
+            .map(|v| format!("{:.0}", v * 1000.0))
+            .unwrap_or_default();
+        s += &format!(
+            "| {} | {} | {} | {ms} | {} | {} | {} | {} |\n",
+            get(r, "mode"),
+            get(r, "negatives"),
+            get(r, "batch"),
+            get(r, "img_per_s"),
+            get(r, "peak_rss_mb"),
+            get(r, "threads"),
+            get(r, "commit")
+        );
+    }
+    s + "\n"
+}
+
+/// Columns of `cost.csv` (`moco bench cost`): one row per sweep point.
+pub fn cost_header() -> Vec<String> {
+    [
+        "run_id",
+        "mode",
+        "negatives",
+        "batch",
+        "width",
+        "step_s",
+        "img_per_s",
+        "peak_rss_mb",
+        "threads",
+        "commit",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A `cost.csv` row: the point's mechanism and K (end-to-end: batch − 1) with the step's
+/// median time, images/s and the process's peak memory.
+pub fn cost_row(p: &super::SweepPoint, r: &crate::bench::StepReport) -> Row {
+    let mut row = Row::new();
+    let mut put = |k: &str, v: String| {
+        row.insert(k.into(), v);
+    };
+    put("run_id", p.run_id.clone());
+    put("mode", p.config.dictionary.mode.as_str().into());
+    put("negatives", r.k.to_string());
+    put("batch", r.batch.to_string());
+    put("width", r.width.to_string());
+    put("step_s", format!("{:.4}", r.step_s));
+    put("img_per_s", format!("{:.1}", r.img_per_s));
+    put("peak_rss_mb", format!("{:.0}", r.peak_rss_mb));
+    put("threads", r.threads.to_string());
+    put("commit", crate::io::run_dir::git_commit());
+    row
+}
+
 /// The paper's numbers for comparison (ImageNet-1M, ResNet-50, linear top-1, 200 epochs).
 const PAPER: &str = "Paper (He et al. 2020, ImageNet-1M, ResNet-50, linear protocol top-1, 200 epochs): \
 momentum m = 0 / 0.9 / 0.99 / 0.999 / 0.9999 → fail / 55.2 / 57.8 / 59.0 / 58.9 (K = 4096, Table 1); \
@@ -156,8 +224,10 @@ files are in `<run_id>/`). Figures: the PNG/SVG files beside this one, redrawn w
         "\n{PAPER}\n\nThe numbers above are this harness's, on the dataset and scale of the sweep's config \
 (see each run's `config.toml`); they are comparable with the paper in their ordering, not in absolute value. \
 `outcome` is `collapsed` when a run's final kNN top-1 is below its kNN top-1 at initialisation (counted as the \
-paper's \"fail\"; the figures mark it so), `diverged` for a non-finite loss.\n\n{NOTES_MARKER}"
+paper's \"fail\"; the figures mark it so), `diverged` for a non-finite loss.\n"
     );
+    s += &cost_section(dir);
+    s += &format!("\n{NOTES_MARKER}");
     s += notes.as_deref().unwrap_or("\n");
     write_atomic(&path, s.as_bytes()).map_err(FileError::io(&path))
 }

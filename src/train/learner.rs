@@ -9,6 +9,20 @@
 //! 3. keys shuffled across BN groups, `k = normalize(f_k(x_k))`, un-shuffled, detached
 //! 4. logits = [q·k, q·queue] / τ, loss = CE(logits, 0)          // (N, 1+K)
 //! 5. SGD on θq; enqueue k (dropping the oldest N keys)
+//!
+//! m is [`Learner::key_momentum`]: `moco.momentum` unless the trainer sets each step's value
+//! of `moco.momentum_schedule` ([`crate::nn::schedule::key_momentum`]).
+//!
+//! `moco` with `moco.symmetric` (the official CIFAR demo's `ModelMoCo.forward`, `symmetric=True`):
+//! both views are queries and keys, against the same queue (as it was before the step):
+//! 1. θk ← m·θk + (1−m)·θq, once
+//! 2. `k2 = f_k(x_2)` (shuffled by `permutation`), then `k1 = f_k(x_1)` (by `permutation2`)
+//! 3. `q1 = f_q(x_1)`, then `q2 = f_q(x_2)`
+//! 4. loss = InfoNCE(q1, k2) + InfoNCE(q2, k1) (a sum, as the demo), accuracy their mean
+//! 5. SGD on θq; enqueue `[k1; k2]` (2N keys) together
+//!
+//! Each encoder sees its two batches in the demo's order (f_q: x_1, x_2; f_k: x_2, x_1), so
+//! the BN running statistics move as there.
 
 use super::dictionary::{KeyQueue, MemoryBank};
 use crate::config::{DictionaryMode, ValidRunConfig};
@@ -22,10 +36,10 @@ use rand::Rng;
 
 /// What a step changes in its dictionary after the SGD step succeeded.
 enum Update {
-    /// Enqueue these keys `(N, C)`, dropping the oldest N.
+    /// Enqueue these keys `(N, C)` (`(2N, C)` symmetric), dropping the oldest as many.
     Enqueue(Tensor),
-    /// Move the bank rows of these images towards their queries.
-    Bank(Tensor),
+    /// Move the bank rows of these images `(N,)` towards their queries `(N, C)`.
+    Bank(Tensor, Tensor),
     /// Nothing (end-to-end).
     None,
 }
@@ -33,8 +47,12 @@ enum Update {
 /// Random choices of one step, drawn by the trainer (or given by a test).
 #[derive(Debug, Clone, Default)]
 pub struct StepChoices {
-    /// Shuffle-BN permutation of the batch (None = no shuffle).
+    /// Shuffle-BN permutation of the batch (None = no shuffle): the key forward of the second
+    /// view (the symmetric loss's `k2`), or end-to-end's key forward.
     pub permutation: Option<Vec<u32>>,
+    /// Shuffle-BN permutation of the symmetric loss's second key forward, `k1 = f_k(x_1)` (None
+    /// = no shuffle); drawn after `permutation`, only with `moco.symmetric`.
+    pub permutation2: Option<Vec<u32>>,
     /// Memory-bank negatives (K row indices), shared by every query of the batch as the queue
     /// is in `moco` mode (Wu et al.'s NCEAverage draws separate negatives per query; sharing
     /// keeps the three mechanisms' losses identical and the step's cost independent of N·K).
@@ -46,7 +64,7 @@ pub struct StepChoices {
 pub struct StepStats {
     /// InfoNCE loss (may be NaN/inf: the caller stops the run).
     pub loss: f32,
-    /// (1+K)-way accuracy of the positive.
+    /// (1+K)-way accuracy of the positive (symmetric: the mean over the two terms).
     pub contrast_acc1: f32,
 }
 
@@ -80,6 +98,9 @@ pub struct Learner {
     pub dictionary: Dictionary,
     /// Optimizer over θq.
     pub optim: Sgd,
+    /// m of the next step's EMA (`moco` mode): `moco.momentum` from [`Learner::new`]; the
+    /// trainer sets it before every step from `moco.momentum_schedule`.
+    pub key_momentum: f64,
     /// Where tensors live.
     pub device: Device,
 }
@@ -113,6 +134,7 @@ impl Learner {
             encoder_q,
             dictionary,
             optim: Sgd::new(cfg.train.sgd_momentum, cfg.train.weight_decay),
+            key_momentum: cfg.moco.momentum,
             device: device.clone(),
         })
     }
@@ -179,12 +201,22 @@ impl Learner {
             let mut p: Vec<u32> = (0..n as u32).collect();
             p.shuffle(rng);
             c.permutation = Some(p);
+            if self.symmetric() {
+                let mut p: Vec<u32> = (0..n as u32).collect();
+                p.shuffle(rng);
+                c.permutation2 = Some(p);
+            }
         }
         if let Dictionary::Bank(bank) = &self.dictionary {
             let rows = bank.features.dim(0).unwrap_or(1) as u32;
             c.negatives = Some((0..self.cfg.dictionary.size).map(|_| rng.random_range(0..rows)).collect());
         }
         c
+    }
+
+    /// The symmetric loss is on (`moco` mode with `moco.symmetric`).
+    fn symmetric(&self) -> bool {
+        self.cfg.moco.symmetric && matches!(self.dictionary, Dictionary::Queue { .. })
     }
 
     /// `encoder(x)` normalised, with the batch permuted before and un-permuted after
@@ -211,22 +243,27 @@ impl Learner {
     /// the EMA and the train-mode BN statistics have moved, so the caller must stop the run
     /// (it does: no checkpoint is written after a divergence).
     pub fn step(&mut self, views: &[Tensor], indices: &[u32], lr: f64, choices: &StepChoices) -> Result<StepStats> {
+        if self.symmetric() {
+            let (loss, acc, update) = self.symmetric_loss(views, choices)?;
+            return self.finish(&loss, acc, lr, update);
+        }
         let perm = choices.permutation.as_deref();
         // MoCo's key branch (EMA, then the key encoder's forward) runs before the query's
         // forward: the EMA reads only θq, which the query forward does not change (BN running
         // statistics are not part of it), so the result is the same bits as the official order,
         // and the key encoder's activations come and go before the query's graph exists
         // (lower peak memory).
-        let query = |s: &Self| -> Result<Tensor> { l2_normalize(&s.encoder_q.forward(&views[0], s.train_mode())?) }; // (N, C)
-                                                                                                                     // (q, positive keys (N, C), negatives (K, C), whether negatives[i] is row i's own
-                                                                                                                     // positive, and the dictionary update that follows a successful SGD step)
+        let query = |s: &Self| -> Result<Tensor> { s.query(&views[0]) }; // (N, C)
+
+        // (q, positive keys (N, C), negatives (K, C), whether negatives[i] is row i's own
+        // positive, and the dictionary update that follows a successful SGD step)
         let (q, k_pos, negatives, mask_diagonal, update) = match &self.dictionary {
             Dictionary::Queue {
                 key_store,
                 key_encoder,
                 queue,
             } => {
-                ema_update(&self.q_store, key_store, self.cfg.moco.momentum)?;
+                ema_update(&self.q_store, key_store, self.key_momentum)?;
                 let k = self.shuffled_forward(key_encoder, &views[1], perm)?.detach(); // (N, C)
                 (query(self)?, k.clone(), queue.keys.clone(), false, Update::Enqueue(k))
             }
@@ -234,7 +271,10 @@ impl Learner {
                 let idx = Tensor::new(indices, &self.device)?;
                 let neg_idx = choices.negatives.as_deref().unwrap_or(&[]);
                 let neg = bank.rows(&Tensor::new(neg_idx, &self.device)?)?; // (K, C)
-                (query(self)?, bank.rows(&idx)?, neg, false, Update::Bank(idx))
+                let q = query(self)?;
+                let k_pos = bank.rows(&idx)?;
+                let update = Update::Bank(idx, q.detach());
+                (q, k_pos, neg, false, update)
             }
             Dictionary::EndToEnd => {
                 let q = query(self)?;
@@ -243,6 +283,44 @@ impl Learner {
             }
         };
         let (loss, acc) = info_nce(&q, &k_pos, &negatives, self.cfg.moco.temperature, mask_diagonal)?; // over (N, 1+K)
+        self.finish(&loss, acc, lr, update)
+    }
+
+    /// `normalize(f_q(x))` `(N, C)`, with gradient.
+    fn query(&self, x: &Tensor) -> Result<Tensor> {
+        l2_normalize(&self.encoder_q.forward(x, self.train_mode())?)
+    }
+
+    /// The symmetric loss of the official CIFAR demo on `views` = [x_1, x_2] (`moco` mode): the
+    /// EMA once, keys `k2 = f_k(x_2)` then `k1 = f_k(x_1)` (each shuffled by its permutation),
+    /// queries `q1`, `q2`; loss = InfoNCE(q1, k2) + InfoNCE(q2, k1) against the same queue,
+    /// accuracy the mean of the two, and the update that enqueues `[k1; k2]` `(2N, C)`.
+    fn symmetric_loss(&self, views: &[Tensor], choices: &StepChoices) -> Result<(Tensor, f32, Update)> {
+        let Dictionary::Queue {
+            key_store,
+            key_encoder,
+            queue,
+        } = &self.dictionary
+        else {
+            candle_core::bail!("moco.symmetric needs dictionary.mode = \"moco\"");
+        };
+        ema_update(&self.q_store, key_store, self.key_momentum)?;
+        // Keys first (no graph), in the demo's order for f_k's BN statistics: x_2, then x_1.
+        let k2 = self
+            .shuffled_forward(key_encoder, &views[1], choices.permutation.as_deref())?
+            .detach(); // (N, C)
+        let k1 = self
+            .shuffled_forward(key_encoder, &views[0], choices.permutation2.as_deref())?
+            .detach(); // (N, C)
+        let tau = self.cfg.moco.temperature;
+        let (loss_12, acc_12) = info_nce(&self.query(&views[0])?, &k2, &queue.keys, tau, false)?;
+        let (loss_21, acc_21) = info_nce(&self.query(&views[1])?, &k1, &queue.keys, tau, false)?;
+        let keys = Tensor::cat(&[&k1, &k2], 0)?; // (2N, C)
+        Ok(((loss_12 + loss_21)?, 0.5 * (acc_12 + acc_21), Update::Enqueue(keys)))
+    }
+
+    /// After the loss: stop on a non-finite loss, else backward, SGD on θq, the dictionary update.
+    fn finish(&mut self, loss: &Tensor, acc: f32, lr: f64, update: Update) -> Result<StepStats> {
         let loss_v = loss.to_scalar::<f32>()?;
         let stats = StepStats {
             loss: loss_v,
@@ -255,9 +333,100 @@ impl Learner {
         self.optim.step(&self.q_store.trainable(), &grads, lr)?;
         match (&mut self.dictionary, update) {
             (Dictionary::Queue { queue, .. }, Update::Enqueue(k)) => queue.enqueue(&k)?,
-            (Dictionary::Bank(bank), Update::Bank(idx)) => bank.update(&idx, &q.detach())?,
+            (Dictionary::Bank(bank), Update::Bank(idx, q)) => bank.update(&idx, &q)?,
             _ => {}
         }
         Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RunConfig;
+    use rand::SeedableRng;
+
+    fn symmetric_config(symmetric: bool) -> ValidRunConfig {
+        let mut c = RunConfig::default();
+        c.model.width = 4;
+        c.model.feature_dim = 8;
+        c.model.bn_splits = 2;
+        c.train.batch_size = 4;
+        c.dictionary.size = 16;
+        c.data.image_size = 16;
+        c.data.synthetic_train = 16;
+        c.moco.symmetric = symmetric;
+        c.validate().expect("valid test config")
+    }
+
+    fn randn(shape: &[usize], seed: u64) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| rand_distr::Distribution::sample(&rand_distr::StandardNormal, &mut rng))
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn symmetric_draws_extend_the_asymmetric_ones() {
+        let (asym, sym) = (symmetric_config(false), symmetric_config(true));
+        let (la, ls) = (
+            Learner::new(&asym, 16, &Device::Cpu).unwrap(),
+            Learner::new(&sym, 16, &Device::Cpu).unwrap(),
+        );
+        let a = la.draw_choices(4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+        let s = ls.draw_choices(4, &mut rand_chacha::ChaCha8Rng::seed_from_u64(5));
+        assert_eq!(a.permutation, s.permutation);
+        assert!(a.permutation2.is_none());
+        let mut p2 = s.permutation2.expect("second permutation drawn");
+        p2.sort_unstable();
+        assert_eq!(p2, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn symmetric_step_enqueues_both_key_batches() {
+        let cfg = symmetric_config(true);
+        let mut l = Learner::new(&cfg, 16, &Device::Cpu).unwrap();
+        let init = l.queue().unwrap().keys.copy().unwrap(); // (16, C)
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let mut written = Vec::new();
+        for s in 0..2u64 {
+            let views = [randn(&[4, 3, 16, 16], 10 + 2 * s), randn(&[4, 3, 16, 16], 11 + 2 * s)];
+            let ch = l.draw_choices(4, &mut rng);
+            assert_ne!(ch.permutation, ch.permutation2, "this seed draws two different shuffles");
+            let stats = l.step(&views, &[0, 1, 2, 3], 0.05, &ch).unwrap();
+            assert!(stats.loss.is_finite() && (0.0..=1.0).contains(&stats.contrast_acc1));
+            assert_eq!(l.queue().unwrap().ptr, (8 * (s as usize + 1)) % 16, "2N keys per step");
+            // θk is as the step left it (EMA before the keys; SGD changes only θq) and train-mode
+            // BN uses batch statistics, so the step's keys can be recomputed.
+            let Dictionary::Queue { key_encoder, .. } = &l.dictionary else {
+                unreachable!()
+            };
+            let k2 = l.shuffled_forward(key_encoder, &views[1], ch.permutation.as_deref()).unwrap();
+            let k1 = l.shuffled_forward(key_encoder, &views[0], ch.permutation2.as_deref()).unwrap();
+            assert!(max_diff(&k1, &k2) > 1e-3);
+            written.push(Tensor::cat(&[&k1, &k2], 0).unwrap()); // [k1; k2]
+            let keys = &l.queue().unwrap().keys;
+            for (i, w) in written.iter().enumerate() {
+                assert!(max_diff(&keys.narrow(0, 8 * i, 8).unwrap(), w) < 1e-6, "step {s}: rows of step {i}");
+            }
+            if s == 0 {
+                assert_eq!(max_diff(&keys.narrow(0, 8, 8).unwrap(), &init.narrow(0, 8, 8).unwrap()), 0.0);
+            }
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::device::{describe_device, make_device};
 use crate::eval::{knn_eval, linear_eval};
 use crate::io::atomic::write_atomic;
 use crate::io::run_dir::{git_commit, read_metrics, EpochMetrics, RunDir, RunStatus, RunSummary};
-use crate::nn::schedule::{base_lr, lr_at};
+use crate::nn::schedule::{base_lr, key_momentum, lr_at};
 use crate::progress::bar;
 use crate::rng::{stream, Purpose};
 use candle_core::{Device, Tensor};
@@ -162,7 +162,7 @@ impl<'a> Trainer<'a> {
             cfg,
             dir,
             show: opts.progress,
-            knn_at_init: opts.knn_at_init,
+            knn_at_init: opts.knn_at_init || cfg.eval.knn_at_init,
             device,
             splits,
             train_set: Arc::new(pretrain),
@@ -285,6 +285,8 @@ impl<'a> Trainer<'a> {
             let choices = self
                 .learner
                 .draw_choices(b.len, &mut stream(cfg.seed, Purpose::Step, *step as u64, 0));
+            // m of this step's EMA: the cosine schedule spans the lr schedule's T = epochs × steps.
+            self.learner.key_momentum = key_momentum(&cfg.moco, *step, t.epochs * self.steps_per_epoch);
             let stats = self.learner.step(&views, &b.indices, lr, &choices)?;
             *step += 1;
             if !stats.loss.is_finite() {
@@ -329,11 +331,16 @@ impl<'a> Trainer<'a> {
             summary.linear_top1 = Some(acc);
         }
         summary.status = RunStatus::Ok;
-        eprintln!(
-            "done in {:.1}s: kNN top-1 {:.2}%",
-            started.elapsed().as_secs_f64(),
-            summary.knn_top1.unwrap_or(f64::NAN)
-        );
+        let secs = started.elapsed().as_secs_f64();
+        let knn = summary.knn_top1.unwrap_or(f64::NAN);
+        match summary.knn_top1_at_init {
+            Some(init) => eprintln!(
+                "kNN top-1 {init:.1}% at init → {knn:.1}% after {} epochs ({:+.1}) in {secs:.0} s",
+                summary.epochs,
+                knn - init
+            ),
+            None => eprintln!("done in {secs:.1}s: kNN top-1 {knn:.2}%"),
+        }
         Ok(())
     }
 }
