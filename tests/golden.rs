@@ -40,6 +40,18 @@ fn golden_config() -> moco_harness::config::ValidRunConfig {
     c.validate().expect("golden config is valid")
 }
 
+/// A learner holding the fixture's initial θq, θk and queue; and its key store.
+fn learner_from_fixture(cfg: &moco_harness::config::ValidRunConfig, ck: &Checkpoint, path: &Path) -> (Learner, ParamStore) {
+    let mut learner = Learner::new(cfg, 16, &Device::Cpu).unwrap();
+    store_from_checkpoint(&learner.q_store, "init.encoder_q.", ck, path).unwrap();
+    let k_store = learner.key_store().unwrap().clone();
+    store_from_checkpoint(&k_store, "init.encoder_k.", ck, path).unwrap();
+    let q = learner.queue_mut().unwrap();
+    q.keys = tensor(ck, "init.queue").t().unwrap().contiguous().unwrap(); // (C, K) → (K, C)
+    q.ptr = ints(ck, "init.queue_ptr")[0] as usize;
+    (learner, k_store)
+}
+
 fn tensor(ck: &Checkpoint, name: &str) -> Tensor {
     ck.tensors
         .get(name)
@@ -81,15 +93,7 @@ fn two_moco_steps_match_pytorch_algorithm_1() {
     let ck = Checkpoint::load(path).expect("fixture present (scripts/golden_moco_step.py)");
     let cfg = golden_config();
     let lr: f64 = ck.metadata["lr"].parse().unwrap();
-    let mut learner = Learner::new(&cfg, 16, &Device::Cpu).unwrap();
-    store_from_checkpoint(&learner.q_store, "init.encoder_q.", &ck, path).unwrap();
-    let k_store = learner.key_store().unwrap().clone();
-    store_from_checkpoint(&k_store, "init.encoder_k.", &ck, path).unwrap();
-    {
-        let q = learner.queue_mut().unwrap();
-        q.keys = tensor(&ck, "init.queue").t().unwrap().contiguous().unwrap(); // (C, K) → (K, C)
-        q.ptr = ints(&ck, "init.queue_ptr")[0] as usize;
-    }
+    let (mut learner, k_store) = learner_from_fixture(&cfg, &ck, path);
     let expected_loss = tensor(&ck, "expected.loss").to_vec1::<f32>().unwrap();
     for s in 1..=2 {
         let views = [tensor(&ck, &format!("step{s}.x_q")), tensor(&ck, &format!("step{s}.x_k"))];
@@ -135,15 +139,7 @@ fn two_symmetric_steps_with_cosine_momentum_match_pytorch_demo() {
     let cfg = c.validate().expect("symmetric golden config is valid");
     let total = meta("total_steps") as usize;
     let lr = meta("lr");
-    let mut learner = Learner::new(&cfg, 16, &Device::Cpu).unwrap();
-    store_from_checkpoint(&learner.q_store, "init.encoder_q.", &ck, path).unwrap();
-    let k_store = learner.key_store().unwrap().clone();
-    store_from_checkpoint(&k_store, "init.encoder_k.", &ck, path).unwrap();
-    {
-        let q = learner.queue_mut().unwrap();
-        q.keys = tensor(&ck, "init.queue").t().unwrap().contiguous().unwrap(); // (C, K) → (K, C)
-        q.ptr = ints(&ck, "init.queue_ptr")[0] as usize;
-    }
+    let (mut learner, k_store) = learner_from_fixture(&cfg, &ck, path);
     let expected_loss = tensor(&ck, "expected.loss").to_vec1::<f32>().unwrap();
     let expected_acc = tensor(&ck, "expected.acc1").to_vec1::<f32>().unwrap();
     let mut loss_err = 0f32;

@@ -3,8 +3,9 @@
 //!
 //! Sources: the built-in procedural dataset ([`synthetic`]), ImageFolder trees of JPEG/PNG
 //! ([`folder`]), the CIFAR-10/100 binary format ([`cifar`]) and the STL-10 binary format
-//! ([`stl10`]). Images are decoded once. With the `hub` feature, [`download`] fetches the
-//! official archives (`moco data download`).
+//! ([`stl10`]). Images are decoded once. [`augment`] holds the torchvision-semantics
+//! augmentations, [`loader`] the seeded epoch order and the background batch producer. With
+//! the `hub` feature, [`download`] fetches the official archives (`moco data download`).
 
 pub mod augment;
 pub mod cifar;

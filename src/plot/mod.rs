@@ -6,7 +6,10 @@
 //!   seeds (the paper's Figure 3);
 //! - `momentum.{png,svg}`: top-1 vs m, diverged or collapsed runs (final kNN below init) marked "fail" (the paper's Table 1 row);
 //! - `temperature.{png,svg}`: top-1 vs τ;
-//! - `curves.{png,svg}`: loss and kNN top-1 per epoch, one line per run.
+//! - `curves-loss.{png,svg}`, `curves-knn.{png,svg}`: loss and kNN top-1 per epoch, one line
+//!   per run;
+//! - `cost-step.{png,svg}`, `cost-memory.{png,svg}`: step time and peak memory vs K per
+//!   mechanism, when `cost.csv` exists (`moco bench cost`).
 
 use crate::io::error::FileError;
 use crate::io::table::{read_csv, Row};

@@ -16,6 +16,9 @@
 //! Several `[[grid]]` tables form a union; each may carry its own `zip = { … }`. A top-level
 //! `[zip]` combines with every grid. Points are ordered: grid tables in file order, then keys
 //! sorted, the last key varying fastest, then zip, then seeds.
+//!
+//! [`runner`] runs the points (skipping finished runs, resuming killed ones); [`results`]
+//! writes `runs.csv`, the sweep's README and the cost rows of `moco bench cost`.
 
 pub mod results;
 pub mod runner;
