@@ -38,7 +38,7 @@ pub enum CheckpointError {
         message: String,
     },
     /// Tensor names do not match what is expected.
-    #[error("{path}: tensor names do not match the model: missing {missing:?}, unexpected {unexpected:?}")]
+    #[error("{path}: tensor names do not match the model: missing {}, unexpected {}", names(.missing), names(.unexpected))]
     Keys {
         /// File.
         path: PathBuf,
@@ -73,6 +73,15 @@ pub enum CheckpointError {
         /// What is wrong (names the key and value).
         message: String,
     },
+}
+
+/// Up to five names, then how many more (an error stays one readable line).
+fn names(list: &[String]) -> String {
+    match list.len() {
+        0 => "none".into(),
+        n if n <= 5 => format!("{list:?}"),
+        n => format!("{:?} and {} more", &list[..5], n - 5),
+    }
 }
 
 /// Prefix of the query encoder in a run checkpoint.
