@@ -4,6 +4,7 @@ mod cli;
 mod config;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod demo;
 #[cfg(feature = "hub")]
 mod download;
 mod golden;
