@@ -56,6 +56,21 @@ pub struct Chart {
     pub marks: Vec<(f64, String)>,
 }
 
+impl Chart {
+    /// One line per mechanism against K on a log₂ axis (the queue and cost figures).
+    fn against_k(title: &str, y_label: &str, series: Vec<Series>) -> Self {
+        Self {
+            title: title.into(),
+            x_label: "K (log2 scale)".into(),
+            y_label: y_label.into(),
+            x_ticks: None,
+            log2_x: true,
+            series,
+            marks: vec![],
+        }
+    }
+}
+
 /// Why a figure could not be drawn.
 #[derive(Debug, thiserror::Error)]
 pub enum PlotError {
@@ -363,15 +378,7 @@ fn queue_chart(rows: &[Row]) -> Option<Chart> {
                 .collect(),
         })
         .collect();
-    Some(Chart {
-        title: "Top-1 vs number of negatives K".into(),
-        x_label: "K (log2 scale)".into(),
-        y_label: y_label.into(),
-        x_ticks: None,
-        log2_x: true,
-        series,
-        marks: vec![],
-    })
+    Some(Chart::against_k("Top-1 vs number of negatives K", y_label, series))
 }
 
 /// Training curves from each run's `metrics.csv`.
@@ -462,13 +469,5 @@ fn cost_chart(rows: &[Row], col: &str, scale: f64, title: &str, y_label: &str) -
             Series { label, points }
         })
         .collect();
-    Some(Chart {
-        title: title.into(),
-        x_label: "K (log2 scale)".into(),
-        y_label: y_label.into(),
-        x_ticks: None,
-        log2_x: true,
-        series,
-        marks: vec![],
-    })
+    Some(Chart::against_k(title, y_label, series))
 }

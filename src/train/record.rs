@@ -4,7 +4,7 @@
 use super::learner::Learner;
 use super::state::learner_to_checkpoint;
 use super::TrainError;
-use crate::io::run_dir::{write_metrics, EpochMetrics, RunDir, RunStatus, RunSummary};
+use crate::io::run_dir::{write_metrics, EpochMetrics, RunDir, RunSummary};
 
 /// Running sums over an epoch's steps.
 #[derive(Debug, Clone, Copy, Default)]
@@ -56,12 +56,11 @@ pub fn save_checkpoint(
     Ok(ck.save(&dir.checkpoint())?)
 }
 
-/// The summary's figures from the metrics rows: epochs, steps, final loss, mean images/s.
-/// `epochs` is the last row's epoch for a finished run; a diverged run counts only the epochs
-/// it completed (`completed`).
-pub fn summarize(summary: &mut RunSummary, rows: &[EpochMetrics], step: usize, status: RunStatus, completed: Option<usize>) {
+/// The summary's figures from the metrics rows: epochs, steps, final loss, mean images/s (the
+/// status is the caller's). `epochs` is the last row's epoch for a finished run; a diverged
+/// run counts only the epochs it completed (`completed`).
+pub fn summarize(summary: &mut RunSummary, rows: &[EpochMetrics], step: usize, completed: Option<usize>) {
     let last = rows.last();
-    summary.status = status;
     summary.epochs = completed.unwrap_or_else(|| last.map(|r| r.epoch).unwrap_or(0));
     summary.steps = step;
     summary.final_loss = last.map(|r| r.loss);

@@ -15,7 +15,7 @@ use crate::data::{self, ImageSet, Splits};
 use crate::device::{describe_device, make_device};
 use crate::eval::{knn_eval, linear_eval};
 use crate::io::atomic::write_atomic;
-use crate::io::run_dir::{git_commit, read_metrics, EpochMetrics, RunDir, RunStatus, RunSummary};
+use crate::io::run_dir::{git_commit, read_metrics, write_metrics, EpochMetrics, RunDir, RunStatus, RunSummary};
 use crate::nn::schedule::{base_lr, key_momentum, lr_at};
 use crate::progress::bar;
 use crate::rng::{stream, Purpose};
@@ -74,13 +74,7 @@ pub fn train(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions) -> Result<
     if let Err(e) = &result {
         // What the run directory holds so far: the epochs and steps of its metrics rows.
         if let Ok(rows) = read_metrics(&dir.metrics()) {
-            summarize(
-                &mut summary,
-                &rows,
-                rows.last().map(|r| r.step).unwrap_or(0),
-                RunStatus::Failed,
-                None,
-            );
+            summarize(&mut summary, &rows, rows.last().map(|r| r.step).unwrap_or(0), None);
         }
         summary.status = RunStatus::Failed;
         summary.message = Some(e.to_string());
@@ -186,7 +180,7 @@ impl<'a> Trainer<'a> {
         summary.knn_top1_at_init = self.start.knn_top1_at_init;
         let mut rows = std::mem::take(&mut self.start.rows);
         let mut step = self.start.step;
-        crate::io::run_dir::write_metrics(&self.dir.metrics(), &rows)?;
+        write_metrics(&self.dir.metrics(), &rows)?;
         if self.knn_at_init && summary.knn_top1_at_init.is_none() && self.start.epoch == 0 {
             let acc = self.knn()?;
             eprintln!("kNN top-1 at initialisation: {acc:.2}%");
@@ -218,7 +212,8 @@ impl<'a> Trainer<'a> {
                         wall_s: wall,
                     };
                     push_row(self.dir, &mut rows, row)?;
-                    summarize(summary, &rows, step, RunStatus::Diverged, Some(epoch));
+                    summarize(summary, &rows, step, Some(epoch));
+                    summary.status = RunStatus::Diverged;
                     summary.message = Some(msg);
                     return Ok(());
                 }
@@ -245,7 +240,7 @@ impl<'a> Trainer<'a> {
             let wall_total = self.start.wall_s + started.elapsed().as_secs_f64();
             save_checkpoint(&self.learner, self.dir, epoch + 1, step, wall_total, summary)?;
         }
-        summarize(summary, &rows, step, RunStatus::Failed, None);
+        summarize(summary, &rows, step, None);
         self.finish(summary, rows.last().and_then(|r| r.knn_top1), started)
     }
 
