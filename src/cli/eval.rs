@@ -115,7 +115,7 @@ pub fn embed(a: EmbedArgs, g: &Global) -> Result<ExitCode> {
     outck.tensors.insert("labels".into(), HostTensor::I64(vec![set.len()], labels));
     if a.with_inputs {
         let idx: Vec<usize> = (0..set.len()).collect();
-        let x = crate::data::loader::eval_batch(&set, &idx, input.image_size, input.mean, input.std);
+        let x = crate::data::loader::eval_batch(&set, &idx, &input)?;
         let shape = vec![set.len(), 3, input.image_size, input.image_size];
         outck.tensors.insert("inputs".into(), HostTensor::F32(shape, x));
     }

@@ -156,6 +156,67 @@ pub struct DataConfig {
     pub synthetic_test: usize,
     /// Built-in dataset: number of classes (at most 10 distinct patterns).
     pub synthetic_classes: usize,
+    /// How image files reach the pipeline: `memory` decodes every image once into RAM (fast
+    /// epochs, RAM grows with the dataset), `stream` keeps them encoded on disk and decodes each
+    /// sample when its batch is prepared (RAM bounded by prefetch × batch), `auto` (default)
+    /// chooses `memory` when the decoded images fit `memory_budget_gb`, else `stream`, and says
+    /// which in the log. Only ImageFolder data can stream; the binary sources are small.
+    #[serde(skip_serializing_if = "DecodeMode::is_auto")]
+    pub decode: DecodeMode,
+    /// Budget in GB (10⁹ bytes) for decoded images under `decode = "auto"` (default 8).
+    #[serde(skip_serializing_if = "is_default_budget")]
+    pub memory_budget_gb: f64,
+    /// A streamed image that does not decode stops the run with an error naming the file
+    /// (default). With `skip_corrupt = true` the sample is replaced by the next readable one
+    /// of the epoch order, and the skipped files are counted in the log and the summary.
+    #[serde(skip_serializing_if = "is_false")]
+    pub skip_corrupt: bool,
+    /// Decode JPEGs at 1/2, 1/4 or 1/8 size in the DCT domain when the crop is at least twice
+    /// the output (libjpeg's scaled IDCT; PIL's `draft`), for streamed images. Default on;
+    /// off for exactness studies (then every pixel of the crop is decoded at full size).
+    #[serde(skip_serializing_if = "is_true")]
+    pub dct_scaling: bool,
+    /// Evaluation transform: resize the short side to `image_size / eval_crop_fraction`, then
+    /// center-crop `image_size` (torchvision's ImageNet protocol is 0.875: 256 → 224). The
+    /// default 1.0 resizes the short side to `image_size` (the identity on CIFAR at 32 px).
+    #[serde(skip_serializing_if = "is_one")]
+    pub eval_crop_fraction: f64,
+    /// A file of class folder names (e.g. ImageNet WordNet ids), one per line, `#` comments:
+    /// only these classes of an ImageFolder (labels follow the sorted names). ImageNet-100 is
+    /// `experiments/imagenet100-classes.txt`. A listed class missing from the folder is an error.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class_list: Option<PathBuf>,
+}
+
+/// How image files reach the pipeline; see [`DataConfig::decode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeMode {
+    /// `memory` when the decoded set fits the budget, else `stream`.
+    #[default]
+    Auto,
+    /// Decode every image once, keep it in RAM.
+    Memory,
+    /// Keep images encoded; decode per sample.
+    Stream,
+}
+
+impl DecodeMode {
+    /// True for the default, `auto`.
+    pub fn is_auto(&self) -> bool {
+        *self == Self::Auto
+    }
+}
+
+/// The default of `data.memory_budget_gb`.
+pub const DEFAULT_MEMORY_BUDGET_GB: f64 = 8.0;
+
+fn is_default_budget(v: &f64) -> bool {
+    *v == DEFAULT_MEMORY_BUDGET_GB
+}
+
+fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl Default for DataConfig {
@@ -176,6 +237,12 @@ impl Default for DataConfig {
             synthetic_train: 2048,
             synthetic_test: 512,
             synthetic_classes: 10,
+            decode: DecodeMode::Auto,
+            memory_budget_gb: DEFAULT_MEMORY_BUDGET_GB,
+            skip_corrupt: false,
+            dct_scaling: true,
+            eval_crop_fraction: 1.0,
+            class_list: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Every rule of a run, checked once before anything runs (the official code `assert`s
 //! some of them mid-run). Training functions take only a [`ValidRunConfig`].
 
-use super::{AugmentConfig, DataConfig, DataSource, DictionaryMode, PretrainSplit, RunConfig};
+use super::{AugmentConfig, DataConfig, DataSource, DecodeMode, DictionaryMode, PretrainSplit, RunConfig};
 use std::path::PathBuf;
 
 /// A config rule that does not hold; each variant names the key and the bad value.
@@ -144,6 +144,20 @@ pub enum ConfigError {
     /// Input too small for the network.
     #[error("data.image_size must be >= 8, got {0}")]
     ImageSize(usize),
+    /// A key that only applies to image files, set for another source.
+    #[error("{key} applies to data.source = \"image_folder\" only (image files on disk), got data.source = {source_name:?}")]
+    FilesOnly {
+        /// Key.
+        key: &'static str,
+        /// Source.
+        source_name: &'static str,
+    },
+    /// `data.class_list` names a file that is not there.
+    #[error("data.class_list {0:?} does not exist")]
+    MissingClassList(PathBuf),
+    /// Crop fraction of the evaluation transform outside (0, 1].
+    #[error("data.eval_crop_fraction must be in (0, 1], got {0}")]
+    EvalCropFraction(f64),
     /// Milestones not increasing.
     #[error("{key} must be strictly increasing, got {value:?}")]
     Milestones {
@@ -386,6 +400,7 @@ fn check_augment(a: &AugmentConfig) -> Result<(), ConfigError> {
 fn check_data(c: &RunConfig) -> Result<(), ConfigError> {
     parse_device(&c.device)?;
     check_pretrain_split(&c.data)?;
+    check_files_keys(&c.data)?;
     match c.data.source {
         DataSource::Synthetic => {
             if !(2..=10).contains(&c.data.synthetic_classes) {
@@ -417,6 +432,36 @@ fn check_data(c: &RunConfig) -> Result<(), ConfigError> {
                 });
             }
         }
+    }
+    Ok(())
+}
+
+/// The keys of image files on disk (decode mode, class list, budget, crop fraction).
+fn check_files_keys(d: &DataConfig) -> Result<(), ConfigError> {
+    let files_only = |key| ConfigError::FilesOnly {
+        key,
+        source_name: d.source.as_str(),
+    };
+    let files = d.source == DataSource::ImageFolder;
+    if d.decode == DecodeMode::Stream && !files {
+        return Err(files_only("data.decode = \"stream\""));
+    }
+    if let Some(list) = &d.class_list {
+        if !files {
+            return Err(files_only("data.class_list"));
+        }
+        if !list.is_file() {
+            return Err(ConfigError::MissingClassList(list.clone()));
+        }
+    }
+    if !(d.memory_budget_gb.is_finite() && d.memory_budget_gb > 0.0) {
+        return Err(ConfigError::NotPositive {
+            key: "data.memory_budget_gb",
+            value: d.memory_budget_gb,
+        });
+    }
+    if !(d.eval_crop_fraction > 0.0 && d.eval_crop_fraction <= 1.0) {
+        return Err(ConfigError::EvalCropFraction(d.eval_crop_fraction));
     }
     Ok(())
 }

@@ -105,6 +105,7 @@ pub fn write_cifar10_bin(dir: &Path, splits: &Splits) -> Result<(), DataError> {
             images: splits.train.images[lo..hi].to_vec(),
             labels: splits.train.labels[lo..hi].to_vec(),
             classes: splits.train.classes.clone(),
+            ..Default::default()
         };
         let p = tmp.join(format!("data_batch_{}.bin", b + 1));
         std::fs::write(&p, records(&part, &p)?).map_err(io)?;
@@ -126,6 +127,7 @@ pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
         images,
         labels,
         classes: classes.to_vec(),
+        ..Default::default()
     };
     if dir.join("data_batch_1.bin").exists() {
         let classes: Vec<String> = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
@@ -142,7 +144,7 @@ pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
         let p = dir.join("test_batch.bin");
         let test = set(parse_records(&read(&p)?, 1, &p)?, &classes);
         check_labels(&train, dir)?;
-        Ok(Splits { train, test })
+        Ok(Splits { train, test, note: None })
     } else if dir.join("train.bin").exists() {
         let classes: Vec<String> = (0..100).map(|i| format!("class_{i:02}")).collect();
         let p = dir.join("train.bin");
@@ -150,7 +152,7 @@ pub fn load_cifar_bin(dir: &Path) -> Result<Splits, DataError> {
         let p = dir.join("test.bin");
         let test = set(parse_records(&read(&p)?, 2, &p)?, &classes);
         check_labels(&train, dir)?;
-        Ok(Splits { train, test })
+        Ok(Splits { train, test, note: None })
     } else {
         Err(DataError::Layout {
             path: dir.to_path_buf(),

@@ -1,17 +1,21 @@
 //! The input pipeline: a background thread assembles augmented batches ahead of the trainer
-//! (bounded by `prefetch`), each batch augmented in parallel on a rayon pool.
+//! (bounded by `prefetch`), each batch augmented in parallel on a rayon pool. For a streamed
+//! set the workers also read and decode the files, so memory holds `prefetch` batches, not
+//! the dataset.
 //!
 //! Sample at position `p` of epoch `e` draws all its random choices from
 //! `rng::stream(seed, Augment, e, p)`, so batches are identical whatever the thread count,
 //! and an epoch can be replayed from its start after a resume.
 
-use super::augment::{augment_into, AugmentParams};
-use super::ImageSet;
+use super::augment::AugmentParams;
+use super::sample::{augment_views, eval_view_or_next, Output, MAX_SKIPS};
+use super::{DataError, ImageSet};
 use crate::rng::{stream, Purpose};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 /// One training batch on the host.
@@ -32,17 +36,35 @@ pub struct Batch {
 pub struct PipelineSpec {
     /// Augmentation.
     pub params: AugmentParams,
-    /// Output side.
-    pub image_size: usize,
-    /// Normalisation mean.
-    pub mean: [f32; 3],
-    /// Normalisation std.
-    pub std: [f32; 3],
+    /// Output size, normalisation, decoding.
+    pub output: Output,
     /// Views per image (2 for MoCo / end-to-end, 1 for the memory bank).
     pub views: usize,
     /// Run seed.
     pub seed: u64,
+    /// The files skipped so far under `output.skip_corrupt` (one entry per replacement by the
+    /// next sample of the epoch order).
+    pub skipped: Arc<Mutex<Vec<PathBuf>>>,
 }
+
+impl PipelineSpec {
+    /// A spec with an empty list of skipped files.
+    pub fn new(params: AugmentParams, output: Output, views: usize, seed: u64) -> Self {
+        Self {
+            params,
+            output,
+            views,
+            seed,
+            skipped: Arc::default(),
+        }
+    }
+
+    /// Files skipped so far.
+    pub fn skipped_files(&self) -> Vec<PathBuf> {
+        self.skipped.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
 
 /// The epoch's sample order: a seeded permutation, or the dataset order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
@@ -54,8 +76,8 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 }
 
 /// Build the batch of positions `[start, start + len)` of the epoch order.
-pub fn make_batch(data: &ImageSet, order: &[usize], start: usize, len: usize, epoch: u64, spec: &PipelineSpec) -> Batch {
-    let px = 3 * spec.image_size * spec.image_size;
+pub fn make_batch(data: &ImageSet, order: &[usize], start: usize, len: usize, epoch: u64, spec: &PipelineSpec) -> Result<Batch, DataError> {
+    let px = 3 * spec.output.image_size * spec.output.image_size;
     let mut views: Vec<Vec<f32>> = (0..spec.views).map(|_| vec![0f32; len * px]).collect();
     // Each image writes its own slot of every view.
     let mut slots: Vec<Vec<&mut [f32]>> = (0..len).map(|_| Vec::with_capacity(spec.views)).collect();
@@ -64,26 +86,43 @@ pub fn make_batch(data: &ImageSet, order: &[usize], start: usize, len: usize, ep
             slots[i].push(chunk);
         }
     }
-    slots.par_iter_mut().enumerate().for_each(|(i, outs)| {
-        let pos = start + i;
-        let mut rng = stream(spec.seed, Purpose::Augment, epoch, pos as u64);
-        let img = &data.images[order[pos]];
-        for out in outs.iter_mut() {
-            augment_into(img, &spec.params, spec.image_size, spec.mean, spec.std, &mut rng, out);
-        }
-    });
-    let idx = &order[start..start + len];
-    Batch {
+    let idx = slots
+        .par_iter_mut()
+        .enumerate()
+        .map(|(i, outs)| fill_views(data, order, start + i, epoch, spec, outs))
+        .collect::<Result<Vec<usize>, DataError>>()?;
+    Ok(Batch {
         views,
         labels: idx.iter().map(|&i| data.labels[i]).collect(),
         indices: idx.iter().map(|&i| i as u32).collect(),
         len,
+    })
+}
+
+/// The views of the sample at position `pos`; returns the dataset index they show (under
+/// `skip_corrupt`, a file that does not decode gives way to the next one of the order, with
+/// the same random draws).
+fn fill_views(data: &ImageSet, order: &[usize], pos: usize, epoch: u64, spec: &PipelineSpec, outs: &mut [&mut [f32]]) -> Result<usize, DataError> {
+    let mut tries = 0;
+    loop {
+        let i = order[(pos + tries) % order.len()];
+        let mut rng = stream(spec.seed, Purpose::Augment, epoch, pos as u64);
+        match augment_views(data, i, &spec.params, &spec.output, &mut rng, outs) {
+            Ok(()) => return Ok(i),
+            Err(DataError::Decode { path, .. }) if spec.output.skip_corrupt && tries + 1 < MAX_SKIPS => {
+                if let Ok(mut v) = spec.skipped.lock() {
+                    v.push(path);
+                }
+                tries += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
 /// A running background producer of one epoch's batches.
 pub struct EpochLoader {
-    rx: Receiver<Batch>,
+    rx: Receiver<Result<Batch, DataError>>,
     handle: Option<JoinHandle<()>>,
 }
 
@@ -105,16 +144,18 @@ impl EpochLoader {
         let handle = std::thread::spawn(move || {
             for b in first_batch..n_batches {
                 let batch = pool.install(|| make_batch(&data, &order, b * batch_size, batch_size, epoch, &spec));
-                if tx.send(batch).is_err() {
-                    return; // the trainer stopped early
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
+                    return; // the trainer stopped early, or this epoch cannot go on
                 }
             }
         });
         Self { rx, handle: Some(handle) }
     }
 
-    /// The next batch, or `None` at the end of the epoch.
-    pub fn next_batch(&mut self) -> Option<Batch> {
+    /// The next batch, or `None` at the end of the epoch; an error (a file that cannot be read
+    /// or decoded) ends the epoch.
+    pub fn next_batch(&mut self) -> Option<Result<Batch, DataError>> {
         self.rx.recv().ok()
     }
 }
@@ -130,22 +171,31 @@ impl Drop for EpochLoader {
     }
 }
 
-/// Normalised, un-augmented images `(N, 3, S, S)` for evaluation.
-pub fn eval_batch(data: &ImageSet, indices: &[usize], image_size: usize, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
-    let px = 3 * image_size * image_size;
+/// The evaluation view `(N, 3, S, S)` of images `indices`, normalised.
+pub fn eval_batch(data: &ImageSet, indices: &[usize], output: &Output) -> Result<Vec<f32>, DataError> {
+    let px = 3 * output.image_size * output.image_size;
     let mut out = vec![0f32; indices.len() * px];
-    let none = AugmentParams::none();
-    out.par_chunks_mut(px).zip(indices.par_iter()).for_each(|(o, &i)| {
-        let mut rng = stream(0, Purpose::Augment, 0, 0); // unused by the `none` transform
-        augment_into(&data.images[i], &none, image_size, mean, std, &mut rng, o);
-    });
-    out
+    out.par_chunks_mut(px)
+        .zip(indices.par_iter())
+        .try_for_each(|(o, &i)| eval_view_or_next(data, i, output, o))?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::DataConfig;
+
+    fn test_output(size: usize) -> Output {
+        Output {
+            image_size: size,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            dct: false,
+            eval_crop_fraction: 1.0,
+            skip_corrupt: false,
+        }
+    }
 
     #[test]
     fn loader_matches_direct_batches_and_order_is_seeded() {
@@ -156,22 +206,15 @@ mod tests {
         };
         let splits = crate::data::synthetic::generate(&cfg, 3);
         let data = Arc::new(splits.train);
-        let spec = Arc::new(PipelineSpec {
-            params: AugmentParams::resolve(&Default::default()),
-            image_size: 32,
-            mean: [0.5; 3],
-            std: [0.25; 3],
-            views: 2,
-            seed: 9,
-        });
+        let spec = Arc::new(PipelineSpec::new(AugmentParams::resolve(&Default::default()), test_output(32), 2, 9));
         let order = epoch_order(40, 9, 1, true);
         assert_eq!(order, epoch_order(40, 9, 1, true));
         assert_ne!(order, epoch_order(40, 9, 2, true));
         assert_eq!(epoch_order(5, 9, 1, false), vec![0, 1, 2, 3, 4]);
         let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap());
         let mut loader = EpochLoader::spawn(data.clone(), order.clone(), 8, 1, 5, 1, spec.clone(), 2, pool);
-        let b = loader.next_batch().unwrap();
-        let direct = make_batch(&data, &order, 8, 8, 1, &spec);
+        let b = loader.next_batch().unwrap().unwrap();
+        let direct = make_batch(&data, &order, 8, 8, 1, &spec).unwrap();
         assert_eq!(b.views, direct.views);
         assert_eq!(b.indices, direct.indices);
         assert_ne!(b.views[0], b.views[1], "two views differ");

@@ -1,11 +1,14 @@
-//! Datasets held in memory as decoded 8-bit RGB images, and the pipeline that turns them into
-//! augmented, normalised batches.
+//! Datasets, as decoded 8-bit RGB images in memory or as image files streamed from disk, and
+//! the pipeline that turns them into augmented, normalised batches.
 //!
 //! Sources: the built-in procedural dataset ([`synthetic`]), ImageFolder trees of JPEG/PNG
 //! ([`folder`]), the CIFAR-10/100 binary format ([`cifar`]) and the STL-10 binary format
-//! ([`stl10`]). Images are decoded once. [`augment`] holds the torchvision-semantics
-//! augmentations, [`loader`] the seeded epoch order and the background batch producer. With
-//! the `hub` feature, [`download`] fetches the official archives (`moco data download`).
+//! ([`stl10`]). The binary sources are decoded once; an ImageFolder is decoded once when it
+//! fits `data.memory_budget_gb` and streamed otherwise (`data.decode`): its files are listed
+//! once per run and each sample is read, decoded and cropped when its batch is prepared
+//! ([`sample`]). [`augment`] holds the torchvision-semantics augmentations, [`loader`] the
+//! seeded epoch order and the background batch producer. With the `hub` feature, [`download`]
+//! fetches the official archives (`moco data download`).
 
 pub mod augment;
 pub mod cifar;
@@ -13,10 +16,11 @@ pub mod cifar;
 pub mod download;
 pub mod folder;
 pub mod loader;
+pub mod sample;
 pub mod stl10;
 pub mod synthetic;
 
-use crate::config::{effective_len, DataConfig, DataSource, PretrainSplit};
+use crate::config::{effective_len, DataConfig, DataSource, DecodeMode, PretrainSplit};
 use std::path::{Path, PathBuf};
 
 /// One decoded image, 8-bit RGB, row-major HWC.
@@ -30,11 +34,15 @@ pub struct Image {
     pub pixels: Vec<u8>,
 }
 
-/// A labelled set of images.
+/// A labelled set of images: decoded in memory (`images`), or image files on disk (`files`)
+/// that the loader reads and decodes per sample. Exactly one of the two holds `labels.len()`
+/// entries.
 #[derive(Debug, Clone, Default)]
 pub struct ImageSet {
-    /// Images.
+    /// Decoded images (empty for a streamed set).
     pub images: Vec<Image>,
+    /// Encoded image files (empty for a decoded set).
+    pub files: Vec<PathBuf>,
     /// Class index per image.
     pub labels: Vec<u32>,
     /// Class names, index = label.
@@ -44,16 +52,21 @@ pub struct ImageSet {
 impl ImageSet {
     /// Number of images.
     pub fn len(&self) -> usize {
-        self.images.len()
+        self.labels.len()
     }
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.images.is_empty()
+        self.labels.is_empty()
+    }
+    /// True when the images stay on disk and are decoded per sample.
+    pub fn is_streamed(&self) -> bool {
+        !self.files.is_empty()
     }
     /// Keep the first `limit` images (0 = all).
     pub fn truncate(&mut self, limit: usize) {
         let n = effective_len(self.len(), limit);
         self.images.truncate(n);
+        self.files.truncate(n);
         self.labels.truncate(n);
     }
     /// Keep a class-balanced prefix of `limit` images (0 = all): images are taken in
@@ -86,7 +99,11 @@ impl ImageSet {
             round += 1;
         }
         order.sort_unstable();
-        self.images = order.iter().map(|&i| self.images[i].clone()).collect();
+        if self.is_streamed() {
+            self.files = order.iter().map(|&i| self.files[i].clone()).collect();
+        } else {
+            self.images = order.iter().map(|&i| self.images[i].clone()).collect();
+        }
         self.labels = order.iter().map(|&i| self.labels[i]).collect();
     }
 }
@@ -144,21 +161,25 @@ pub struct Splits {
     pub train: ImageSet,
     /// Test images.
     pub test: ImageSet,
+    /// How an ImageFolder's images are held and why (`data.decode`), for the log; `None` for
+    /// the sources that are always decoded.
+    pub note: Option<String>,
 }
 
 /// Load the dataset a config names, applying the train/test limits (class-balanced).
 pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
     let mut splits = match cfg.source {
         DataSource::Synthetic => synthetic::generate(cfg, seed),
-        DataSource::ImageFolder => {
-            let train = folder::load_image_folder(&cfg.path.join("train"))?;
-            let mut test = folder::load_image_folder(&cfg.path.join("test"))?;
-            align_classes(&train, &mut test, &cfg.path.join("test"))?;
-            Splits { train, test }
-        }
+        DataSource::ImageFolder => return load_folder(cfg),
         DataSource::CifarBin => cifar::load_cifar_bin(&cfg.path)?,
         DataSource::Stl10 => stl10::load_stl10_bin(&cfg.path)?,
     };
+    limit_and_check(&mut splits, cfg)?;
+    Ok(splits)
+}
+
+/// The class-balanced train/test limits; an empty training split is an error.
+fn limit_and_check(splits: &mut Splits, cfg: &DataConfig) -> Result<(), DataError> {
     splits.train.take_balanced(cfg.train_limit);
     splits.test.take_balanced(cfg.test_limit);
     if splits.train.is_empty() {
@@ -167,6 +188,59 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
             message: "no training images".into(),
         });
     }
+    Ok(())
+}
+
+/// Header reads behind the `auto` decode estimate.
+const DECODE_PROBE: usize = 256;
+
+/// An ImageFolder: both splits listed once (restricted to `data.class_list`), limited, then
+/// decoded into memory or left on disk as `data.decode` and the memory budget decide.
+fn load_folder(cfg: &DataConfig) -> Result<Splits, DataError> {
+    let only = cfg.class_list.as_deref().map(folder::read_class_list).transpose()?;
+    let train = folder::list_image_folder(&cfg.path.join("train"), only.as_deref())?;
+    let mut test = folder::list_image_folder(&cfg.path.join("test"), only.as_deref())?;
+    align_classes(&train, &mut test, &cfg.path.join("test"))?;
+    let mut splits = Splits { train, test, note: None };
+    limit_and_check(&mut splits, cfg)?;
+    let budget = (cfg.memory_budget_gb * 1e9) as u64;
+    let n = splits.train.len() + splits.test.len();
+    let (stream, why) = match cfg.decode {
+        DecodeMode::Stream => (true, "data.decode = \"stream\"".to_string()),
+        DecodeMode::Memory => (false, "data.decode = \"memory\"".to_string()),
+        DecodeMode::Auto => {
+            let bytes = folder::estimate_decoded_bytes(&splits.train.files, DECODE_PROBE)?
+                + folder::estimate_decoded_bytes(&splits.test.files, DECODE_PROBE)?;
+            let fits = bytes <= budget;
+            let verdict = if fits { "within" } else { "above" };
+            let why = format!(
+                "auto: the {n} images decode to about {:.2} GB, {verdict} data.memory_budget_gb = {}",
+                bytes as f64 / 1e9,
+                cfg.memory_budget_gb
+            );
+            (!fits, why)
+        }
+    };
+    if stream {
+        splits.note = Some(format!("streaming {n} image files from disk, decoded per sample ({why})"));
+        return Ok(splits);
+    }
+    let mut skipped = Vec::new();
+    for set in [&mut splits.train, &mut splits.test] {
+        let (decoded, bad) = folder::decode_all(std::mem::take(set), cfg.skip_corrupt)?;
+        *set = decoded;
+        skipped.extend(bad);
+    }
+    let mut note = format!("decoded {n} images into memory ({why})");
+    if !skipped.is_empty() {
+        note += &format!(
+            "; skipped {} that do not decode (data.skip_corrupt), first {}",
+            skipped.len(),
+            skipped[0].display()
+        );
+    }
+    splits.note = Some(note);
+    limit_and_check(&mut splits, cfg)?;
     Ok(splits)
 }
 

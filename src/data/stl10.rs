@@ -104,6 +104,7 @@ fn labelled(dir: &Path, split: &str, classes: &[String]) -> Result<ImageSet, Dat
         images,
         labels,
         classes: classes.to_vec(),
+        ..Default::default()
     })
 }
 
@@ -137,6 +138,7 @@ pub fn load_stl10_bin(dir: &Path) -> Result<Splits, DataError> {
     Ok(Splits {
         train: labelled(dir, "train", &classes)?,
         test: labelled(dir, "test", &classes)?,
+        note: None,
     })
 }
 
@@ -147,6 +149,7 @@ pub fn load_unlabeled(dir: &Path, limit: usize) -> Result<ImageSet, DataError> {
         labels: vec![UNLABELED; images.len()],
         images,
         classes: class_names(dir)?,
+        ..Default::default()
     })
 }
 

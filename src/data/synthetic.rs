@@ -41,6 +41,7 @@ pub fn generate(cfg: &DataConfig, seed: u64) -> Splits {
     Splits {
         train: make(0, cfg.synthetic_train),
         test: make(1, cfg.synthetic_test),
+        note: None,
     }
 }
 

@@ -6,16 +6,8 @@ use crate::data::ImageSet;
 use crate::model::{BnMode, Encoder};
 use candle_core::{Device, Result, Tensor};
 
-/// Normalisation and size of the evaluation transform.
-#[derive(Debug, Clone, Copy)]
-pub struct EvalInput {
-    /// Side in pixels.
-    pub image_size: usize,
-    /// Mean.
-    pub mean: [f32; 3],
-    /// Std.
-    pub std: [f32; 3],
-}
+/// Size, normalisation and decoding of the evaluation transform.
+pub use crate::data::sample::Output as EvalInput;
 
 /// Features `(N, D)` of every image (backbone or head output, not normalised), in batches.
 pub fn extract(
@@ -30,7 +22,7 @@ pub fn extract(
     let mut parts = Vec::new();
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch.max(1)) {
-        let x = eval_batch(data, chunk, input.image_size, input.mean, input.std);
+        let x = eval_batch(data, chunk, &input).map_err(candle_core::Error::wrap)?;
         let x = Tensor::from_vec(x, (chunk.len(), 3, input.image_size, input.image_size), device)?;
         let f = encoder.features(&x, BnMode::Eval)?;
         let f = match kind {

@@ -113,14 +113,7 @@ impl<'a> TrainFeatures<'a> {
             LinearFeatures::Cached => Some(extract(encoder, train, input, FeatureKind::Backbone, 256, device, |_| {})?),
             LinearFeatures::Augmented => None,
         };
-        let spec = PipelineSpec {
-            params: AugmentParams::linear_train(),
-            image_size: input.image_size,
-            mean: input.mean,
-            std: input.std,
-            views: 1,
-            seed: seed ^ 0x11ea,
-        };
+        let spec = PipelineSpec::new(AugmentParams::linear_train(), input, 1, seed ^ 0x11ea);
         Ok(TrainFeatures {
             encoder,
             train,
@@ -138,7 +131,7 @@ impl<'a> TrainFeatures<'a> {
         match &self.cached {
             Some(f) => f.index_select(&Tensor::new(idx, self.device)?, 0),
             None => {
-                let batch = make_batch(self.train, order, start, len, epoch as u64, &self.spec);
+                let batch = make_batch(self.train, order, start, len, epoch as u64, &self.spec).map_err(candle_core::Error::wrap)?;
                 let x = Tensor::from_vec(
                     batch.views.into_iter().next().unwrap_or_default(),
                     (len, 3, self.input.image_size, self.input.image_size),

@@ -16,11 +16,7 @@ pub const FEATURE_BATCH: usize = 256;
 
 /// Input of the evaluation transform for a config.
 pub fn eval_input(cfg: &ValidRunConfig) -> EvalInput {
-    EvalInput {
-        image_size: cfg.data.image_size,
-        mean: cfg.data.mean.map(|v| v as f32),
-        std: cfg.data.std.map(|v| v as f32),
-    }
+    EvalInput::of(&cfg.data)
 }
 
 /// Weighted kNN top-1 (%) of `encoder` with train features as the memory and test as queries.

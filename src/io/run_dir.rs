@@ -267,6 +267,10 @@ pub struct RunSummary {
     pub commit: String,
     /// Error or divergence message.
     pub message: Option<String>,
+    /// Streamed files that did not decode and were replaced by the next sample
+    /// (`data.skip_corrupt`), one entry per replacement, in this attempt.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_files: Vec<String>,
 }
 
 impl RunSummary {

@@ -17,6 +17,9 @@ pub enum TrainError {
     /// The dataset could not be read.
     #[error("loading the dataset (data.*): {0}")]
     Data(DataError),
+    /// A training batch could not be made (a streamed file that cannot be read or decoded).
+    #[error("preparing a training batch: {0}{hint}", hint = skip_hint(.0))]
+    Batch(DataError),
     /// The pre-training images could not be read.
     #[error("loading the pre-training images (data.pretrain_split): {0}")]
     Pretrain(DataError),
@@ -62,4 +65,12 @@ pub enum TrainError {
     /// The augmentation worker pool could not start.
     #[error("starting the augmentation workers: {0}")]
     Workers(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// The key that turns a decode failure into a counted skip.
+fn skip_hint(e: &DataError) -> &'static str {
+    match e {
+        DataError::Decode { .. } => " (to replace such files by the next sample and count them instead, set data.skip_corrupt = true)",
+        _ => "",
+    }
 }

@@ -11,6 +11,7 @@ use super::TrainError;
 use crate::config::{check_train_images, ValidRunConfig};
 use crate::data::augment::AugmentParams;
 use crate::data::loader::{epoch_order, EpochLoader, PipelineSpec};
+use crate::data::sample::Output;
 use crate::data::{self, ImageSet, Splits};
 use crate::device::{describe_device, make_device};
 use crate::eval::{knn_eval, linear_eval};
@@ -64,11 +65,14 @@ pub fn train(cfg: &ValidRunConfig, dir: &RunDir, opts: &TrainOptions) -> Result<
         device: describe_device(&device),
         commit: git_commit(),
         message: None,
+        skipped_files: Vec::new(),
     };
     let mut prior_wall = 0.0;
     let result = Trainer::new(cfg, dir, opts, device).and_then(|mut t| {
         prior_wall = t.start.wall_s;
-        t.run(&mut summary, started)
+        let r = t.run(&mut summary, started);
+        summary.skipped_files = t.spec.skipped_files().iter().map(|p| p.display().to_string()).collect();
+        r
     });
     summary.wall_s = prior_wall + started.elapsed().as_secs_f64();
     if let Err(e) = &result {
@@ -135,19 +139,20 @@ impl<'a> Trainer<'a> {
             pretrain.len(),
             t0.elapsed().as_secs_f64()
         );
+        if let Some(note) = &splits.note {
+            eprintln!("data: {note}");
+        }
         let n = pretrain.len();
         check_train_images(cfg, n)?;
         let steps_per_epoch = n / cfg.train.batch_size;
         let mut learner = Learner::new(cfg, n, &device)?;
         let start = start(&mut learner, dir, opts, steps_per_epoch)?;
-        let spec = Arc::new(PipelineSpec {
-            params: AugmentParams::resolve(&cfg.augment),
-            image_size: cfg.data.image_size,
-            mean: cfg.data.mean.map(|v| v as f32),
-            std: cfg.data.std.map(|v| v as f32),
-            views: learner.views(),
-            seed: cfg.seed,
-        });
+        let spec = Arc::new(PipelineSpec::new(
+            AugmentParams::resolve(&cfg.augment),
+            Output::of(&cfg.data),
+            learner.views(),
+            cfg.seed,
+        ));
         let workers = match cfg.data.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             w => w,
@@ -268,6 +273,7 @@ impl<'a> Trainer<'a> {
         let t_epoch = Instant::now();
         let (mut sums, mut lr) = (EpochSums::default(), self.lr0);
         while let Some(b) = loader.next_batch() {
+            let b = b.map_err(TrainError::Batch)?;
             let progress = *step as f64 / self.steps_per_epoch as f64;
             let t = &cfg.train;
             lr = lr_at(t.schedule, self.lr0, progress, t.epochs, &t.milestones, t.warmup_epochs);
@@ -296,6 +302,14 @@ impl<'a> Trainer<'a> {
             pb.set_message(format!("loss {:.4} acc {:.1}% {ips:.1} img/s", sums.loss(), 100.0 * sums.acc()));
         }
         pb.finish_and_clear();
+        let skipped = self.spec.skipped_files();
+        if let Some(first) = skipped.first() {
+            eprintln!(
+                "data: {} samples so far replaced by the next one, their file not decoding (data.skip_corrupt); first {}",
+                skipped.len(),
+                first.display()
+            );
+        }
         Ok(EpochEnd::Done(sums, lr))
     }
 
