@@ -61,13 +61,19 @@ fn streamed_batches_equal_decoded_batches_without_dct_scaling() {
     let decoded = data::load(&folder_config(dir.path(), DecodeMode::Memory), 0).unwrap();
     assert!(streamed.train.is_streamed() && !decoded.train.is_streamed());
     assert_eq!(streamed.train.images.len(), 0, "nothing decoded up front");
-    assert_eq!((streamed.train.len(), streamed.train.labels.clone()), (18, decoded.train.labels.clone()));
+    assert_eq!(
+        (streamed.train.len(), streamed.train.labels.clone()),
+        (18, decoded.train.labels.clone())
+    );
     assert!(streamed.note.as_deref().unwrap().contains("streaming 36 image files"));
     let spec = PipelineSpec::new(v2(), output(false), 2, 5);
     let order = epoch_order(18, 5, 1, true);
     let a = make_batch(&streamed.train, &order, 4, 8, 1, &spec).unwrap();
     let b = make_batch(&decoded.train, &order, 4, 8, 1, &spec).unwrap();
-    assert_eq!((a.views == b.views, a.indices == b.indices, a.labels == b.labels), (true, true, true));
+    assert_eq!(
+        (a.views == b.views, a.indices == b.indices, a.labels == b.labels),
+        (true, true, true)
+    );
     assert_ne!(a.views[0], a.views[1]);
     let idx: Vec<usize> = (0..18).collect();
     assert_eq!(
@@ -97,7 +103,10 @@ fn auto_streams_above_the_budget_and_decodes_within_it() {
     let within = data::load(&cfg, 0).unwrap();
     assert!(!within.train.is_streamed());
     let note = within.note.unwrap();
-    assert!(note.starts_with("decoded 18 images into memory (auto: ") && note.contains("within data.memory_budget_gb = 8"), "{note}");
+    assert!(
+        note.starts_with("decoded 18 images into memory (auto: ") && note.contains("within data.memory_budget_gb = 8"),
+        "{note}"
+    );
     // 18 images of about 50×35×3 bytes: a budget of 1 kB is exceeded.
     cfg.memory_budget_gb = 1e-6;
     let above = data::load(&cfg, 0).unwrap();
@@ -116,7 +125,11 @@ fn class_list_restricts_the_classes_and_names_a_missing_one() {
     let s = data::load(&cfg, 0).unwrap();
     assert_eq!(s.train.classes, ["c1", "n02"], "sorted, as ImageFolder orders classes");
     assert_eq!((s.train.len(), s.test.len()), (4, 4));
-    assert!(s.train.files.iter().all(|f| f.to_string_lossy().contains("/c1/") || f.to_string_lossy().contains("/n02/")));
+    assert!(s
+        .train
+        .files
+        .iter()
+        .all(|f| f.to_string_lossy().contains("/c1/") || f.to_string_lossy().contains("/n02/")));
     std::fs::write(&list, "c1\nn09\n").unwrap();
     let err = data::load(&cfg, 0).unwrap_err().to_string();
     assert!(err.contains("n09") && err.contains("class of data.class_list not found"), "{err}");
@@ -151,7 +164,11 @@ fn a_corrupt_streamed_file_is_an_error_naming_it_or_a_counted_skip() {
     let b = make_batch(&set, &order, 0, set.len(), 0, &skip).unwrap();
     let bad_index = set.files.iter().position(|f| f == &bad).unwrap();
     assert_eq!(skip.skipped_files(), [bad.clone()]);
-    assert_eq!(b.indices[bad_index], bad_index as u32 + 1, "replaced by the next sample of the order");
+    assert_eq!(
+        b.indices[bad_index],
+        bad_index as u32 + 1,
+        "replaced by the next sample of the order"
+    );
     // Decoded up front, the same file is an error too, or left out with skip_corrupt.
     let mut cfg = folder_config(dir.path(), DecodeMode::Memory);
     assert!(data::load(&cfg, 0).unwrap_err().to_string().contains("01.jpg"));

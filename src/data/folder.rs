@@ -87,7 +87,8 @@ pub fn list_image_folder(root: &Path, only: Option<&[String]>) -> Result<ImageSe
     }
     let mut list = ImageSet::default();
     for (label, dir) in class_dirs.iter().enumerate() {
-        list.classes.push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
+        list.classes
+            .push(dir.file_name().unwrap_or_default().to_string_lossy().into_owned());
         for f in list_dir(dir)? {
             let ext = f.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase());
             if matches!(ext.as_deref(), Some("jpg" | "jpeg" | "png")) {

@@ -65,7 +65,6 @@ impl PipelineSpec {
     }
 }
 
-
 /// The epoch's sample order: a seeded permutation, or the dataset order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
@@ -102,7 +101,14 @@ pub fn make_batch(data: &ImageSet, order: &[usize], start: usize, len: usize, ep
 /// The views of the sample at position `pos`; returns the dataset index they show (under
 /// `skip_corrupt`, a file that does not decode gives way to the next one of the order, with
 /// the same random draws).
-fn fill_views(data: &ImageSet, order: &[usize], pos: usize, epoch: u64, spec: &PipelineSpec, outs: &mut [&mut [f32]]) -> Result<usize, DataError> {
+fn fill_views(
+    data: &ImageSet,
+    order: &[usize],
+    pos: usize,
+    epoch: u64,
+    spec: &PipelineSpec,
+    outs: &mut [&mut [f32]],
+) -> Result<usize, DataError> {
     let mut tries = 0;
     loop {
         let i = order[(pos + tries) % order.len()];
@@ -206,7 +212,12 @@ mod tests {
         };
         let splits = crate::data::synthetic::generate(&cfg, 3);
         let data = Arc::new(splits.train);
-        let spec = Arc::new(PipelineSpec::new(AugmentParams::resolve(&Default::default()), test_output(32), 2, 9));
+        let spec = Arc::new(PipelineSpec::new(
+            AugmentParams::resolve(&Default::default()),
+            test_output(32),
+            2,
+            9,
+        ));
         let order = epoch_order(40, 9, 1, true);
         assert_eq!(order, epoch_order(40, 9, 1, true));
         assert_ne!(order, epoch_order(40, 9, 2, true));

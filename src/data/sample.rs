@@ -8,9 +8,9 @@
 //! largest DCT reduction that keeps the crop at least the output size.
 
 use super::augment::{augment_into, AugmentParams};
-use shim::{augment_encoded, eval_encoded, eval_into};
 use super::{folder, DataError, ImageSet};
 use rand::Rng;
+use shim::{augment_encoded, eval_encoded, eval_into};
 use std::path::Path;
 
 /// Size, normalisation and decoding of a transform's output.
@@ -58,7 +58,14 @@ fn decode_err(path: &Path) -> impl FnOnce(String) -> DataError + '_ {
 
 /// Write `outs.len()` augmented views of image `i` into `outs` (each `3·S·S`, CHW), drawing
 /// every random choice from `rng` in view order.
-pub fn augment_views(set: &ImageSet, i: usize, params: &AugmentParams, o: &Output, rng: &mut impl Rng, outs: &mut [&mut [f32]]) -> Result<(), DataError> {
+pub fn augment_views(
+    set: &ImageSet,
+    i: usize,
+    params: &AugmentParams,
+    o: &Output,
+    rng: &mut impl Rng,
+    outs: &mut [&mut [f32]],
+) -> Result<(), DataError> {
     let (size, mean, std) = (o.image_size, o.mean, o.std);
     if !set.is_streamed() {
         for out in outs.iter_mut() {
@@ -89,7 +96,10 @@ pub fn eval_view_or_next(set: &ImageSet, i: usize, o: &Output, out: &mut [f32]) 
     loop {
         match eval_view(set, (i + tries) % set.len(), o, out) {
             Err(DataError::Decode { path, message }) if o.skip_corrupt && tries + 1 < MAX_SKIPS => {
-                eprintln!("data: {}: cannot decode ({message}); evaluated as the next image (data.skip_corrupt)", path.display());
+                eprintln!(
+                    "data: {}: cannot decode ({message}); evaluated as the next image (data.skip_corrupt)",
+                    path.display()
+                );
                 tries += 1;
             }
             r => return r,
@@ -119,7 +129,16 @@ mod shim {
     use rand::Rng;
 
     #[allow(clippy::too_many_arguments)]
-    pub fn augment_encoded(bytes: &[u8], p: &AugmentParams, size: usize, mean: [f32; 3], std: [f32; 3], rng: &mut impl Rng, out: &mut [f32], _dct: bool) -> Result<(), String> {
+    pub fn augment_encoded(
+        bytes: &[u8],
+        p: &AugmentParams,
+        size: usize,
+        mean: [f32; 3],
+        std: [f32; 3],
+        rng: &mut impl Rng,
+        out: &mut [f32],
+        _dct: bool,
+    ) -> Result<(), String> {
         let img = super::folder::decode_bytes(bytes, std::path::Path::new("")).map_err(|e| e.to_string())?;
         augment_into(&img, p, size, mean, std, rng, out);
         Ok(())
@@ -130,7 +149,15 @@ mod shim {
         augment_into(img, &AugmentParams::none(), size, mean, std, &mut rng, out);
     }
 
-    pub fn eval_encoded(bytes: &[u8], size: usize, frac: f32, mean: [f32; 3], std: [f32; 3], out: &mut [f32], _dct: bool) -> Result<(), String> {
+    pub fn eval_encoded(
+        bytes: &[u8],
+        size: usize,
+        frac: f32,
+        mean: [f32; 3],
+        std: [f32; 3],
+        out: &mut [f32],
+        _dct: bool,
+    ) -> Result<(), String> {
         let img = super::folder::decode_bytes(bytes, std::path::Path::new("")).map_err(|e| e.to_string())?;
         eval_into(&img, size, frac, mean, std, out);
         Ok(())
