@@ -74,13 +74,26 @@ pub fn augment_views(
         return Ok(());
     }
     let path = &set.files[i];
-    let bytes = read(path)?;
+    augment_encoded_views(&read(path)?, path, params, o, rng, outs)
+}
+
+/// [`augment_views`] for one encoded file already read (`bytes`, named `path` in errors): a
+/// streamed folder's file or a shard's member.
+pub fn augment_encoded_views(
+    bytes: &[u8],
+    path: &Path,
+    params: &AugmentParams,
+    o: &Output,
+    rng: &mut impl Rng,
+    outs: &mut [&mut [f32]],
+) -> Result<(), DataError> {
+    let (size, mean, std) = (o.image_size, o.mean, o.std);
     if o.dct {
         for out in outs.iter_mut() {
-            augment_encoded(&bytes, params, size, mean, std, rng, out, true).map_err(decode_err(path))?;
+            augment_encoded(bytes, params, size, mean, std, rng, out, true).map_err(decode_err(path))?;
         }
     } else {
-        let img = folder::decode_bytes(&bytes, path)?;
+        let img = folder::decode_bytes(bytes, path)?;
         for out in outs.iter_mut() {
             augment_into(&img, params, size, mean, std, rng, out);
         }
