@@ -9,6 +9,7 @@
 use crate::config::{DictionaryMode, ValidRunConfig};
 use crate::data::augment::{augment_into, AugmentParams};
 use crate::data::folder::decode;
+use crate::data::loader::{epoch_order, EpochLoader, PipelineSpec};
 use crate::data::sample::{augment_encoded_views, Output};
 use crate::data::Image;
 use crate::io::error::FileError;
@@ -39,6 +40,9 @@ pub enum BenchError {
     /// The per-op breakdown was asked for on a device other than the CPU.
     #[error("the per-op breakdown times the CPU kernels; run it with device = \"cpu\"")]
     NeedsCpu,
+    /// The augmentation workers' thread pool could not be started.
+    #[error("bench stream: could not start the augmentation workers: {0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
 }
 
 type Result<T> = std::result::Result<T, BenchError>;
@@ -47,6 +51,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Names of the per-op breakdown, in print order (the same keys as the PyTorch script).
@@ -477,6 +482,59 @@ pub fn bench_augment(cfg: &ValidRunConfig, files: &[PathBuf], reps: usize) -> Re
         augment_img_per_s: n / s,
         decode_augment_img_per_s: n / full,
         decode_augment_dct_img_per_s: n / dct,
+    })
+}
+
+/// What the streamed-epoch benchmark measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamReport {
+    /// How the train split was held (the loader's note: streamed or decoded, and why).
+    pub data: String,
+    /// Images in the epoch (full batches).
+    pub images: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Output side.
+    pub size: usize,
+    /// Loader threads (`data.workers`).
+    pub workers: usize,
+    /// Batches prepared ahead (`data.prefetch`).
+    pub prefetch: usize,
+    /// Images per second through the whole input pipeline (every view of every image).
+    pub img_per_s: f64,
+    /// Peak RSS of the process over listing, loading and the epoch, MB.
+    pub peak_rss_mb: f64,
+}
+
+/// One epoch of the training input pipeline alone (the trainer's `EpochLoader`, the config's
+/// workers and prefetch), every batch dropped as it arrives: what streaming costs in time and
+/// memory without a model in the way.
+pub fn bench_stream(cfg: &ValidRunConfig) -> Result<StreamReport> {
+    let splits = crate::data::load(&cfg.data, cfg.seed)?;
+    let set = Arc::new(crate::data::pretrain_set(&cfg.data, &splits)?);
+    let batch = cfg.train.batch_size;
+    let n_batches = set.len() / batch;
+    let workers = crate::data::loader::worker_count(cfg.data.workers);
+    let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(workers).build()?);
+    let spec = Arc::new(PipelineSpec::new(AugmentParams::resolve(&cfg.augment), Output::of(&cfg.data), 2, cfg.seed));
+    let order = epoch_order(set.len(), cfg.seed, 0, cfg.data.shuffle);
+    let t = Instant::now();
+    let mut loader = EpochLoader::spawn(set, order, batch, 0, n_batches, 0, spec, cfg.data.prefetch, pool);
+    let pb = crate::progress::bar(n_batches as u64, "stream epoch".into(), true);
+    while let Some(b) = loader.next_batch() {
+        drop(b?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    Ok(StreamReport {
+        data: splits.note.clone().unwrap_or_else(|| "decoded in memory".into()),
+        images: n_batches * batch,
+        batch,
+        size: cfg.data.image_size,
+        workers,
+        prefetch: cfg.data.prefetch,
+        img_per_s: (n_batches * batch) as f64 / t.elapsed().as_secs_f64(),
+        peak_rss_mb: peak_rss_mb(),
     })
 }
 

@@ -163,7 +163,7 @@ fn a_corrupt_streamed_file_is_an_error_naming_it_or_a_counted_skip() {
     );
     let b = make_batch(&set, &order, 0, set.len(), 0, &skip).unwrap();
     let bad_index = set.files.iter().position(|f| f == &bad).unwrap();
-    assert_eq!(skip.skipped_files(), [bad.clone()]);
+    assert_eq!(skip.skipped_files(), std::slice::from_ref(&bad));
     assert_eq!(
         b.indices[bad_index],
         bad_index as u32 + 1,

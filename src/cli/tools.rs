@@ -2,7 +2,7 @@
 //! (every op on a device against the CPU path), `moco config` (the resolved config).
 
 use super::{load_config, parse_set, ExitCode, Global};
-use crate::bench::{bench_augment, bench_images, bench_step, compare_steps, read_report, AugmentReport};
+use crate::bench::{bench_augment, bench_images, bench_step, bench_stream, compare_steps, read_report, AugmentReport};
 use crate::config::Override;
 use crate::device::make_device;
 use anyhow::{bail, Context, Result};
@@ -32,6 +32,18 @@ pub enum BenchCommand {
         /// Repetitions per op (median).
         #[arg(long, default_value_t = 3)]
         op_reps: usize,
+        /// Also write the report (JSON) here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// One epoch of the training input pipeline alone (streamed or decoded as the config
+    /// says): images per second and peak RSS, the batches dropped as they arrive.
+    Stream {
+        /// Run config (data.*, augment.*, train.batch_size).
+        config: Option<PathBuf>,
+        /// Override a config key (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+        set: Vec<Override>,
         /// Also write the report (JSON) here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -138,6 +150,10 @@ pub fn bench(what: BenchCommand, g: &Global) -> Result<ExitCode> {
                 data.display()
             );
             write_json(json.as_deref(), &bench_augment(&cfg, &files, reps)?)?;
+        }
+        BenchCommand::Stream { config, set, json } => {
+            let cfg = load_config(config.as_deref(), &set)?;
+            write_json(json.as_deref(), &bench_stream(&cfg)?)?;
         }
         BenchCommand::Compare { ours, theirs, augment } => compare(&ours, &theirs, augment)?,
         BenchCommand::Cost {

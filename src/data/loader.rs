@@ -65,6 +65,14 @@ impl PipelineSpec {
     }
 }
 
+/// Loader threads for `data.workers` (0 = one per available core).
+pub fn worker_count(workers: usize) -> usize {
+    match workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        w => w,
+    }
+}
+
 /// The epoch's sample order: a seeded permutation, or the dataset order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();

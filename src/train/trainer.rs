@@ -10,7 +10,7 @@ use super::start::{start, Start};
 use super::TrainError;
 use crate::config::{check_train_images, ValidRunConfig};
 use crate::data::augment::AugmentParams;
-use crate::data::loader::{epoch_order, EpochLoader, PipelineSpec};
+use crate::data::loader::{epoch_order, worker_count, EpochLoader, PipelineSpec};
 use crate::data::sample::Output;
 use crate::data::{self, ImageSet, Splits};
 use crate::device::{describe_device, make_device};
@@ -153,10 +153,7 @@ impl<'a> Trainer<'a> {
             learner.views(),
             cfg.seed,
         ));
-        let workers = match cfg.data.workers {
-            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-            w => w,
-        };
+        let workers = worker_count(cfg.data.workers);
         Ok(Self {
             cfg,
             dir,
