@@ -194,13 +194,26 @@ fn limit_and_check(splits: &mut Splits, cfg: &DataConfig) -> Result<(), DataErro
 /// Header reads behind the `auto` decode estimate.
 const DECODE_PROBE: usize = 256;
 
+/// The evaluation split of an ImageFolder: `test/`, or `val/` when there is no `test/` (the
+/// layout of ImageNet's train/ + val/ once the val images are sorted into class folders).
+pub fn test_split_dir(root: &Path) -> PathBuf {
+    let test = root.join("test");
+    let val = root.join("val");
+    if !test.exists() && val.is_dir() {
+        val
+    } else {
+        test
+    }
+}
+
 /// An ImageFolder: both splits listed once (restricted to `data.class_list`), limited, then
 /// decoded into memory or left on disk as `data.decode` and the memory budget decide.
 fn load_folder(cfg: &DataConfig) -> Result<Splits, DataError> {
     let only = cfg.class_list.as_deref().map(folder::read_class_list).transpose()?;
     let train = folder::list_image_folder(&cfg.path.join("train"), only.as_deref())?;
-    let mut test = folder::list_image_folder(&cfg.path.join("test"), only.as_deref())?;
-    align_classes(&train, &mut test, &cfg.path.join("test"))?;
+    let test_dir = test_split_dir(&cfg.path);
+    let mut test = folder::list_image_folder(&test_dir, only.as_deref())?;
+    align_classes(&train, &mut test, &test_dir)?;
     let mut splits = Splits { train, test, note: None };
     limit_and_check(&mut splits, cfg)?;
     let budget = (cfg.memory_budget_gb * 1e9) as u64;
@@ -289,4 +302,20 @@ pub fn pretrain_set(cfg: &DataConfig, splits: &Splits) -> Result<ImageSet, DataE
             set
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_split_dir;
+
+    #[test]
+    fn val_is_the_test_split_only_when_there_is_no_test_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(test_split_dir(root), root.join("test"), "neither: test/ is named in the error");
+        std::fs::create_dir(root.join("val")).unwrap();
+        assert_eq!(test_split_dir(root), root.join("val"));
+        std::fs::create_dir(root.join("test")).unwrap();
+        assert_eq!(test_split_dir(root), root.join("test"));
+    }
 }
