@@ -203,8 +203,8 @@ mod tests {
                     px.map(|(yy, xx)| full.pixels[(yy * 83 + xx) * 3 + c] as f32).sum::<f32>() / (f * f) as f32
                 };
                 let got_px = &img.pixels[(y * img.width + x) * 3..(y * img.width + x) * 3 + 3];
-                for c in 0..3 {
-                    assert!((got_px[c] as f32 - avg(c)).abs() < 12.0, "f={f} c={c}: {} vs {}", got_px[c], avg(c));
+                for (c, &v) in got_px.iter().enumerate() {
+                    assert!((v as f32 - avg(c)).abs() < 12.0, "f={f} c={c}: {v} vs {}", avg(c));
                 }
             }
         }
