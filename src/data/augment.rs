@@ -8,10 +8,14 @@
 //!   `RandomApply([GaussianBlur([.1, 2.])], p=0.5)`, `RandomHorizontalFlip()`.
 //! - CIFAR demo: v2 without blur (crop, flip, jitter p=0.8, grayscale 0.2).
 //!
-//! Pixels are f32 in [0, 1] (torchvision's tensor path, no uint8 rounding between ops).
-//! Resizing is PIL-style antialiased bilinear. Every random draw comes from the `rng` passed
-//! in, so one sample's views are a pure function of its stream.
+//! The crop and resize are [`super::geometry`]'s (PIL's antialiased bilinear, read from the
+//! 8-bit pixels); after them pixels are f32 in [0, 1] (torchvision's tensor path, no uint8
+//! rounding between ops). Every random draw comes from the `rng` passed in, so one sample's
+//! views are a pure function of its stream.
 
+use super::decode::Encoded;
+pub use super::geometry::FloatImage;
+use super::geometry::{random_resized_crop_params, Resample};
 use super::Image;
 use crate::config::{AugmentConfig, AugmentPreset};
 use rand::seq::SliceRandom;
@@ -111,120 +115,6 @@ impl AugmentParams {
             flip_p: 0.5,
             ..Self::none()
         }
-    }
-}
-
-/// A float RGB image, HWC, values in [0, 1].
-#[derive(Debug, Clone, PartialEq)]
-pub struct FloatImage {
-    /// Width.
-    pub width: usize,
-    /// Height.
-    pub height: usize,
-    /// `h*w*3` values.
-    pub data: Vec<f32>,
-}
-
-/// torchvision `RandomResizedCrop.get_params`: returns (top, left, height, width).
-pub fn random_resized_crop_params(
-    width: usize,
-    height: usize,
-    scale: [f32; 2],
-    ratio: [f32; 2],
-    rng: &mut impl Rng,
-) -> (usize, usize, usize, usize) {
-    let area = (width * height) as f32;
-    let (lr0, lr1) = (ratio[0].ln(), ratio[1].ln());
-    for _ in 0..10 {
-        let target = area * rng.random_range(scale[0]..=scale[1]);
-        let aspect = if lr0 < lr1 { rng.random_range(lr0..lr1).exp() } else { ratio[0] };
-        let w = (target * aspect).sqrt().round() as usize;
-        let h = (target / aspect).sqrt().round() as usize;
-        if w > 0 && h > 0 && w <= width && h <= height {
-            let top = rng.random_range(0..=height - h);
-            let left = rng.random_range(0..=width - w);
-            return (top, left, h, w);
-        }
-    }
-    // Fallback: central crop with the ratio clamped to the range.
-    let in_ratio = width as f32 / height as f32;
-    let (w, h) = if in_ratio < ratio[0] {
-        (width, ((width as f32 / ratio[0]).round() as usize).min(height))
-    } else if in_ratio > ratio[1] {
-        (((height as f32 * ratio[1]).round() as usize).min(width), height)
-    } else {
-        (width, height)
-    };
-    ((height - h) / 2, (width - w) / 2, h, w)
-}
-
-/// PIL-style antialiased bilinear weights for resampling `[start, start+len)` of an axis to
-/// `out` samples: for each output sample, (first source index, weights).
-fn resample_weights(start: usize, len: usize, out: usize) -> Vec<(usize, Vec<f32>)> {
-    let scale = len as f32 / out as f32;
-    let support = scale.max(1.0);
-    (0..out)
-        .map(|o| {
-            let center = start as f32 + (o as f32 + 0.5) * scale;
-            let lo = ((center - support).floor().max(start as f32)) as usize;
-            let hi = ((center + support).ceil() as usize).min(start + len);
-            let mut w: Vec<f32> = (lo..hi)
-                .map(|s| (1.0 - ((s as f32 + 0.5 - center) / support).abs()).max(0.0))
-                .collect();
-            let sum: f32 = w.iter().sum();
-            if sum > 0.0 {
-                w.iter_mut().for_each(|v| *v /= sum);
-            }
-            (lo, w)
-        })
-        .collect()
-}
-
-/// Crop the box (top, left, h, w) of `img` and resize it to `out_w`×`out_h`.
-pub fn crop_resize(img: &FloatImage, top: usize, left: usize, h: usize, w: usize, out_w: usize, out_h: usize) -> FloatImage {
-    if h == out_h && w == out_w {
-        let mut data = Vec::with_capacity(out_w * out_h * 3);
-        for y in top..top + h {
-            let row = (y * img.width + left) * 3;
-            data.extend_from_slice(&img.data[row..row + w * 3]);
-        }
-        return FloatImage {
-            width: out_w,
-            height: out_h,
-            data,
-        };
-    }
-    let wx = resample_weights(left, w, out_w);
-    let wy = resample_weights(top, h, out_h);
-    // Horizontal pass over the rows of the box: (h, out_w, 3).
-    let mut tmp = vec![0f32; h * out_w * 3];
-    for y in 0..h {
-        let src = &img.data[(top + y) * img.width * 3..(top + y + 1) * img.width * 3];
-        for (ox, (lo, ws)) in wx.iter().enumerate() {
-            let mut acc = [0f32; 3];
-            for (k, wt) in ws.iter().enumerate() {
-                let s = (lo + k) * 3;
-                for c in 0..3 {
-                    acc[c] += wt * src[s + c];
-                }
-            }
-            tmp[(y * out_w + ox) * 3..(y * out_w + ox) * 3 + 3].copy_from_slice(&acc);
-        }
-    }
-    let mut data = vec![0f32; out_h * out_w * 3];
-    for (oy, (lo, ws)) in wy.iter().enumerate() {
-        for (k, wt) in ws.iter().enumerate() {
-            let row = (lo + k - top) * out_w * 3;
-            let dst = &mut data[oy * out_w * 3..(oy + 1) * out_w * 3];
-            for (d, s) in dst.iter_mut().zip(&tmp[row..row + out_w * 3]) {
-                *d += wt * s;
-            }
-        }
-    }
-    FloatImage {
-        width: out_w,
-        height: out_h,
-        data,
     }
 }
 
@@ -383,25 +273,47 @@ pub fn to_float(img: &Image) -> FloatImage {
     }
 }
 
-/// Resize the shorter side to `size` and center-crop `size`×`size` (identity for a
-/// `size`×`size` input): the evaluation transform.
-pub fn center(img: &FloatImage, size: usize) -> FloatImage {
-    if img.width == size && img.height == size {
-        return img.clone();
+/// The geometry of one view of a `width`×`height` image: a RandomResizedCrop drawn from
+/// `rng` (from the original size), or without crop the short side resized to `size` and
+/// center-cropped (the identity for a `size`×`size` image).
+fn view_geometry(width: usize, height: usize, p: &AugmentParams, size: usize, rng: &mut impl Rng) -> Resample {
+    if p.crop {
+        let (t, l, h, w) = random_resized_crop_params(width, height, p.crop_scale, p.crop_ratio, rng);
+        Resample::crop(t, l, h, w, size, size)
+    } else {
+        Resample::eval(width, height, size, 1.0)
     }
-    let s = img.width.min(img.height);
-    crop_resize(img, (img.height - s) / 2, (img.width - s) / 2, s, s, size, size)
 }
 
 /// One augmented view of `img`, written normalised in CHW order into `out` (`3*size*size`).
 pub fn augment_into(img: &Image, p: &AugmentParams, size: usize, mean: [f32; 3], std: [f32; 3], rng: &mut impl Rng, out: &mut [f32]) {
-    let src = to_float(img);
-    let mut v = if p.crop {
-        let (t, l, h, w) = random_resized_crop_params(src.width, src.height, p.crop_scale, p.crop_ratio, rng);
-        crop_resize(&src, t, l, h, w, size, size)
-    } else {
-        center(&src, size)
-    };
+    let v = view_geometry(img.width, img.height, p, size, rng).apply(img);
+    finish_view(v, p, mean, std, rng, out);
+}
+
+/// One augmented view of an encoded image, as [`augment_into`] with the same draws: the
+/// crop is drawn from the image's width and height (the header's with DCT scaling on) and
+/// read from the decode at the largest reduction that keeps it at least `size` (shared with
+/// the sample's other views that ask for the same reduction).
+pub fn augment_encoded(
+    src: &mut Encoded,
+    p: &AugmentParams,
+    size: usize,
+    mean: [f32; 3],
+    std: [f32; 3],
+    rng: &mut impl Rng,
+    out: &mut [f32],
+) -> Result<(), String> {
+    let (w, h) = src.dims()?;
+    let geom = view_geometry(w, h, p, size, rng);
+    let (img, f) = src.at(geom.reduction())?;
+    let v = geom.reduced(f).apply(img);
+    finish_view(v, p, mean, std, rng, out);
+    Ok(())
+}
+
+/// The photometric half of a view (grayscale, jitter, blur, flip) and the CHW write.
+fn finish_view(mut v: FloatImage, p: &AugmentParams, mean: [f32; 3], std: [f32; 3], rng: &mut impl Rng, out: &mut [f32]) {
     let gray = |v: &mut FloatImage, rng: &mut dyn rand::RngCore| {
         if p.grayscale_p > 0.0 && rng.random::<f32>() < p.grayscale_p {
             grayscale(v);
@@ -422,6 +334,32 @@ pub fn augment_into(img: &Image, p: &AugmentParams, size: usize, mean: [f32; 3],
     }
     let flip = p.flip_p > 0.0 && rng.random::<f32>() < p.flip_p;
     write_chw(&v, flip, mean, std, out);
+}
+
+/// The evaluation view of `img` into `out` (`3*size*size`, CHW): torchvision's
+/// `Resize(int(size / fraction))` + `CenterCrop(size)`, normalised.
+pub fn eval_into(img: &Image, size: usize, fraction: f32, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
+    let v = Resample::eval(img.width, img.height, size, fraction).apply(img);
+    write_chw(&v, false, mean, std, out);
+}
+
+/// [`eval_into`] of encoded bytes; with `dct`, a JPEG is decoded at the largest reduction
+/// that keeps it at least the resized size.
+pub fn eval_encoded(
+    bytes: &[u8],
+    size: usize,
+    fraction: f32,
+    mean: [f32; 3],
+    std: [f32; 3],
+    out: &mut [f32],
+    dct: bool,
+) -> Result<(), String> {
+    let mut src = Encoded::new(bytes, dct);
+    let (w, h) = src.dims()?;
+    let geom = Resample::eval(w, h, size, fraction);
+    let (img, f) = src.at(geom.reduction())?;
+    write_chw(&geom.reduced(f).apply(img), false, mean, std, out);
+    Ok(())
 }
 
 /// Normalise and write HWC → CHW, optionally mirrored.
@@ -463,15 +401,25 @@ mod tests {
 
     #[test]
     fn resize_of_constant_is_constant_and_identity_is_exact() {
-        let img = FloatImage {
+        use crate::data::geometry::crop_resize;
+        let img = Image {
             width: 10,
             height: 7,
-            data: vec![0.25; 210],
+            pixels: vec![64; 210],
         };
         let r = crop_resize(&img, 1, 2, 5, 6, 13, 4);
-        assert!(r.data.iter().all(|v| (v - 0.25).abs() < 1e-6));
-        let f = to_float(&test_image(8, 8));
-        assert_eq!(crop_resize(&f, 0, 0, 8, 8, 8, 8), f);
+        assert!(r.data.iter().all(|v| (v - 64.0 / 255.0).abs() < 1e-6));
+        let img = test_image(8, 8);
+        assert_eq!(crop_resize(&img, 0, 0, 8, 8, 8, 8), to_float(&img));
+    }
+
+    #[test]
+    fn eval_view_of_a_square_image_at_its_size_is_plain_normalisation() {
+        let img = test_image(32, 32);
+        let (mut a, mut b) = (vec![0f32; 3 * 32 * 32], vec![0f32; 3 * 32 * 32]);
+        eval_into(&img, 32, 1.0, [0.0; 3], [1.0; 3], &mut a);
+        write_chw(&to_float(&img), false, [0.0; 3], [1.0; 3], &mut b);
+        assert_eq!(a, b);
     }
 
     #[test]

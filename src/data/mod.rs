@@ -6,15 +6,19 @@
 //! ([`stl10`]). The binary sources are decoded once; an ImageFolder is decoded once when it
 //! fits `data.memory_budget_gb` and streamed otherwise (`data.decode`): its files are listed
 //! once per run and each sample is read, decoded and cropped when its batch is prepared
-//! ([`sample`]). [`augment`] holds the torchvision-semantics augmentations, [`loader`] the
-//! seeded epoch order and the background batch producer. With the `hub` feature, [`download`]
-//! fetches the official archives (`moco data download`).
+//! ([`sample`]; [`decode`] reads headers and decodes, at a DCT reduction where the crop
+//! allows). [`geometry`] holds torchvision's crop and resize geometry, [`augment`] the
+//! torchvision-semantics augmentations, [`loader`] the seeded epoch order and the background
+//! batch producer. With the `hub` feature, [`download`] fetches the official archives
+//! (`moco data download`).
 
 pub mod augment;
 pub mod cifar;
+pub mod decode;
 #[cfg(feature = "hub")]
 pub mod download;
 pub mod folder;
+pub mod geometry;
 pub mod loader;
 pub mod sample;
 pub mod stl10;

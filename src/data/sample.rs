@@ -5,12 +5,13 @@
 //! `data.dct_scaling` off, it is decoded once at full size and every view goes through the
 //! in-memory path, so a streamed epoch has the same bits as a decoded one. With it on, each
 //! view's crop is drawn from the header's width and height, and the JPEG is decoded at the
-//! largest DCT reduction that keeps the crop at least the output size.
+//! largest DCT reduction that keeps the crop at least the output size: once per sample when
+//! the views ask for the same reduction, once per distinct reduction otherwise.
 
-use super::augment::{augment_into, AugmentParams};
-use super::{folder, DataError, ImageSet};
+use super::augment::{augment_encoded, augment_into, eval_encoded, eval_into, AugmentParams};
+use super::decode::Encoded;
+use super::{DataError, ImageSet};
 use rand::Rng;
-use shim::{augment_encoded, eval_encoded, eval_into};
 use std::path::Path;
 
 /// Size, normalisation and decoding of a transform's output.
@@ -88,15 +89,9 @@ pub fn augment_encoded_views(
     outs: &mut [&mut [f32]],
 ) -> Result<(), DataError> {
     let (size, mean, std) = (o.image_size, o.mean, o.std);
-    if o.dct {
-        for out in outs.iter_mut() {
-            augment_encoded(bytes, params, size, mean, std, rng, out, true).map_err(decode_err(path))?;
-        }
-    } else {
-        let img = folder::decode_bytes(bytes, path)?;
-        for out in outs.iter_mut() {
-            augment_into(&img, params, size, mean, std, rng, out);
-        }
+    let mut src = Encoded::new(bytes, o.dct);
+    for out in outs.iter_mut() {
+        augment_encoded(&mut src, params, size, mean, std, rng, out).map_err(decode_err(path))?;
     }
     Ok(())
 }
@@ -133,46 +128,4 @@ pub fn eval_view(set: &ImageSet, i: usize, o: &Output, out: &mut [f32]) -> Resul
     let path = &set.files[i];
     let bytes = read(path)?;
     eval_encoded(&bytes, size, frac, o.mean, o.std, out, o.dct).map_err(decode_err(path))
-}
-
-/// Stand-ins until the torchvision-geometry functions land in `augment` (TEMPORARY).
-mod shim {
-    use super::super::augment::{augment_into, AugmentParams};
-    use super::super::Image;
-    use rand::Rng;
-
-    #[allow(clippy::too_many_arguments)]
-    pub fn augment_encoded(
-        bytes: &[u8],
-        p: &AugmentParams,
-        size: usize,
-        mean: [f32; 3],
-        std: [f32; 3],
-        rng: &mut impl Rng,
-        out: &mut [f32],
-        _dct: bool,
-    ) -> Result<(), String> {
-        let img = super::folder::decode_bytes(bytes, std::path::Path::new("")).map_err(|e| e.to_string())?;
-        augment_into(&img, p, size, mean, std, rng, out);
-        Ok(())
-    }
-
-    pub fn eval_into(img: &Image, size: usize, _frac: f32, mean: [f32; 3], std: [f32; 3], out: &mut [f32]) {
-        let mut rng = crate::rng::stream(0, crate::rng::Purpose::Augment, 0, 0);
-        augment_into(img, &AugmentParams::none(), size, mean, std, &mut rng, out);
-    }
-
-    pub fn eval_encoded(
-        bytes: &[u8],
-        size: usize,
-        frac: f32,
-        mean: [f32; 3],
-        std: [f32; 3],
-        out: &mut [f32],
-        _dct: bool,
-    ) -> Result<(), String> {
-        let img = super::folder::decode_bytes(bytes, std::path::Path::new("")).map_err(|e| e.to_string())?;
-        eval_into(&img, size, frac, mean, std, out);
-        Ok(())
-    }
 }
