@@ -58,7 +58,18 @@ fn an_image_has_the_same_features_in_every_batch() {
     let f = |idx: &[usize], batch| {
         rows(&extract_indices(&enc, &splits.train, idx, input, FeatureKind::Backbone, batch, &Device::Cpu, |_| {}).unwrap())
     };
-    let all = rows(&extract(&enc, &splits.train, input, FeatureKind::Backbone, FEATURE_BATCH, &Device::Cpu, |_| {}).unwrap());
+    let all = rows(
+        &extract(
+            &enc,
+            &splits.train,
+            input,
+            FeatureKind::Backbone,
+            FEATURE_BATCH,
+            &Device::Cpu,
+            |_| {},
+        )
+        .unwrap(),
+    );
     assert_eq!(f(&[5], 1)[0], all[5]);
     assert_eq!(f(&[9, 5, 3], 2)[1], all[5]);
     assert_eq!(f(&[40, 41, 5, 60, 2], 5)[2], all[5]);
@@ -76,7 +87,18 @@ fn snapshot(store: &ParamStore) -> Vec<(String, Vec<f32>)> {
     store
         .entries()
         .into_iter()
-        .map(|(n, v, _)| (n, v.as_tensor().to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap()))
+        .map(|(n, v, _)| {
+            (
+                n,
+                v.as_tensor()
+                    .to_dtype(DType::F32)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -149,11 +171,16 @@ fn knn_chunk_and_feature_norm_keys() {
     .unwrap();
     assert_eq!((c.eval.knn_chunk, c.eval.linear.feature_norm), (500, FeatureNorm::BatchNorm));
     let text = c.to_toml();
-    assert!(text.contains("knn_chunk = 500") && text.contains("feature_norm = \"batch_norm\""), "{text}");
+    assert!(
+        text.contains("knn_chunk = 500") && text.contains("feature_norm = \"batch_norm\""),
+        "{text}"
+    );
     assert_eq!(RunConfig::from_toml_str(&text, "resolved").unwrap(), c);
     let defaults = RunConfig::default().to_toml();
     assert!(!defaults.contains("knn_chunk") && !defaults.contains("feature_norm"), "{defaults}");
     assert_eq!(RunConfig::default().eval.knn_chunk, 8192);
-    let e = RunConfig::load(None, &["eval.linear.feature_norm=\"layer_norm\"".into()]).unwrap_err().to_string();
+    let e = RunConfig::load(None, &["eval.linear.feature_norm=\"layer_norm\"".into()])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("layer_norm") && e.contains("batch_norm"), "{e}");
 }

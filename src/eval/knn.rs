@@ -230,7 +230,9 @@ mod tests {
         let d = Device::Cpu;
         // 12 training rows, 4 copies of each unit vector: exact ties (dot products with a
         // unit vector are exact whatever the chunk).
-        let rows: Vec<f32> = (0..12).flat_map(|i| (0..3).map(move |c| if i % 3 == c { 1. } else { 0. })).collect();
+        let rows: Vec<f32> = (0..12)
+            .flat_map(|i| (0..3).map(move |c| if i % 3 == c { 1. } else { 0. }))
+            .collect();
         let train = Tensor::from_vec(rows, (12, 3), &d).unwrap();
         let test = Tensor::new(&[[0.2f32, 0.9, 0.1], [0.7, 0.1, 0.3]], &d).unwrap();
         for chunk in [1, 2, 5, 12] {

@@ -173,7 +173,14 @@ fn train_epoch(src: &TrainFeatures, norm: &mut FeatureNormalizer, clf: &Classifi
 
 /// Top-1 (%) of the classifier on the un-augmented features of `test` (through `norm` in
 /// evaluation mode).
-fn test_top1(encoder: &Encoder, test: &ImageSet, input: EvalInput, norm: &FeatureNormalizer, clf: &Classifier, device: &Device) -> Result<f64> {
+fn test_top1(
+    encoder: &Encoder,
+    test: &ImageSet,
+    input: EvalInput,
+    norm: &FeatureNormalizer,
+    clf: &Classifier,
+    device: &Device,
+) -> Result<f64> {
     let test_feats = norm.eval(&extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?)?;
     let pred = clf.logits(&test_feats)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();

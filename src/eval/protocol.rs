@@ -35,7 +35,9 @@ pub fn knn_eval(encoder: &Encoder, splits: &Splits, cfg: &ValidRunConfig, device
     let n = splits.train.len();
     for start in (0..n).step_by(cfg.eval.knn_chunk.max(1)) {
         let idx: Vec<usize> = (start..n.min(start + cfg.eval.knn_chunk)).collect();
-        let chunk = extract_indices(encoder, &splits.train, &idx, input, kind, FEATURE_BATCH, device, |n| pb.inc(n as u64))?;
+        let chunk = extract_indices(encoder, &splits.train, &idx, input, kind, FEATURE_BATCH, device, |n| {
+            pb.inc(n as u64)
+        })?;
         search.add(&chunk)?;
     }
     pb.finish_and_clear();

@@ -113,7 +113,10 @@ mod tests {
         assert_eq!((cfg.eval.knn_chunk, cfg.data.workers), (64, 1));
         let e = resume_with(&dir, &["eval.knn_k=5"]).unwrap_err().to_string();
         assert!(e.contains("eval.knn_k = 200") && e.contains("eval.knn_k = 5"), "{e}");
-        assert!(e.contains("only device, data.workers, data.prefetch, eval.knn_chunk may change"), "{e}");
+        assert!(
+            e.contains("only device, data.workers, data.prefetch, eval.knn_chunk may change"),
+            "{e}"
+        );
         // The chunk is still validated.
         let e = resume_with(&dir, &["eval.knn_chunk=0"]).unwrap_err().to_string();
         assert_eq!(e, "eval.knn_chunk must be > 0, got 0");
