@@ -7,6 +7,7 @@ mod cuda;
 mod demo;
 #[cfg(feature = "hub")]
 mod download;
+mod eval;
 mod geometry;
 mod golden;
 #[cfg(feature = "hub")]

@@ -553,6 +553,14 @@ pub struct EvalConfig {
     pub knn_t: f64,
     /// Feature used by kNN.
     pub knn_features: FeatureKind,
+    /// Training images per chunk of the kNN search (default 8192). The test features are
+    /// extracted once; the training set goes through the encoder `knn_chunk` images at a time,
+    /// each chunk's similarities merged into a running top-k per test image, so the memory is
+    /// M×D test features + knn_chunk×D chunk features + 256×knn_chunk similarities + M×k
+    /// neighbours (M test images, D feature width), whatever the size of the training set. The
+    /// result does not depend on it (a resume may change it).
+    #[serde(skip_serializing_if = "is_default_knn_chunk")]
+    pub knn_chunk: usize,
     /// Run the linear protocol at the end of training.
     pub linear_at_end: bool,
     /// Measure the kNN top-1 of the encoder at its initialisation too (the baseline the run
@@ -570,11 +578,19 @@ impl Default for EvalConfig {
             knn_k: 200,
             knn_t: 0.1,
             knn_features: FeatureKind::Backbone,
+            knn_chunk: DEFAULT_KNN_CHUNK,
             linear_at_end: false,
             knn_at_init: false,
             linear: LinearConfig::default(),
         }
     }
+}
+
+/// The default of `eval.knn_chunk`.
+pub const DEFAULT_KNN_CHUNK: usize = 8192;
+
+fn is_default_knn_chunk(v: &usize) -> bool {
+    *v == DEFAULT_KNN_CHUNK
 }
 
 /// The linear classification protocol (`main_lincls.py`): frozen backbone, one linear layer.
@@ -596,6 +612,31 @@ pub struct LinearConfig {
     /// `cached`: features of the un-augmented images computed once (fast);
     /// `augmented`: RandomResizedCrop + flip each epoch through the frozen backbone (main_lincls).
     pub features: LinearFeatures,
+    /// `none` (default): the classifier sees the backbone features as they are;
+    /// `batch_norm`: a BatchNorm without affine parameters before it (MAE's and MoCo v3's
+    /// lincls, `BatchNorm1d(D, affine=False, eps=1e-6)`): batch statistics while the classifier
+    /// trains, the running mean and variance (momentum 0.1, unbiased variance) at test time.
+    /// Not written when `none`, so configs (and sweep run ids) read as before this key existed.
+    #[serde(skip_serializing_if = "FeatureNorm::is_none")]
+    pub feature_norm: FeatureNorm,
+}
+
+/// Normalisation of the frozen features before the linear classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FeatureNorm {
+    /// The features as they are.
+    #[default]
+    None,
+    /// BatchNorm1d without affine parameters, eps 1e-6.
+    BatchNorm,
+}
+
+impl FeatureNorm {
+    /// True for the default, `none`.
+    pub fn is_none(&self) -> bool {
+        *self == Self::None
+    }
 }
 
 /// How the linear protocol gets its features.
@@ -618,6 +659,7 @@ impl Default for LinearConfig {
             milestones: vec![60, 80],
             batch_size: 256,
             features: LinearFeatures::Cached,
+            feature_norm: FeatureNorm::None,
         }
     }
 }

@@ -344,6 +344,7 @@ fn check_numbers(c: &RunConfig) -> Result<(), ConfigError> {
         ("model.width", c.model.width),
         ("model.feature_dim", c.model.feature_dim),
         ("eval.knn_k", c.eval.knn_k),
+        ("eval.knn_chunk", c.eval.knn_chunk),
         ("eval.linear.epochs", c.eval.linear.epochs),
         ("eval.linear.batch_size", c.eval.linear.batch_size),
         ("data.prefetch", c.data.prefetch),

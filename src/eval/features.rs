@@ -17,11 +17,28 @@ pub fn extract(
     kind: FeatureKind,
     batch: usize,
     device: &Device,
+    progress: impl FnMut(usize),
+) -> Result<Tensor> {
+    let idx: Vec<usize> = (0..data.len()).collect();
+    extract_indices(encoder, data, &idx, input, kind, batch, device, progress)
+}
+
+/// Features `(len, D)` of the images `indices` (in that order), in batches of `batch`. The
+/// encoder's BatchNorm uses its running statistics, so an image's features do not depend on
+/// the batch it is extracted in.
+#[allow(clippy::too_many_arguments)]
+pub fn extract_indices(
+    encoder: &Encoder,
+    data: &ImageSet,
+    indices: &[usize],
+    input: EvalInput,
+    kind: FeatureKind,
+    batch: usize,
+    device: &Device,
     mut progress: impl FnMut(usize),
 ) -> Result<Tensor> {
     let mut parts = Vec::new();
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
+    for chunk in indices.chunks(batch.max(1)) {
         let x = eval_batch(data, chunk, &input).map_err(candle_core::Error::wrap)?;
         let x = Tensor::from_vec(x, (chunk.len(), 3, input.image_size, input.image_size), device)?;
         let f = encoder.features(&x, BnMode::Eval)?;

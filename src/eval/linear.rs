@@ -3,8 +3,12 @@
 //! lr ×0.1 at 60 and 80, batch 256; top-1 on the test split.
 //!
 //! `cached` computes the un-augmented features once (fast); `augmented` draws
-//! RandomResizedCrop(0.08–1) + flip each epoch through the frozen backbone, as main_lincls.
+//! RandomResizedCrop(0.08–1) + flip at `data.image_size` each epoch through the frozen
+//! backbone, as main_lincls. The test split always goes through the evaluation transform.
+//! `feature_norm = "batch_norm"` puts MAE's / MoCo v3's parameter-free BatchNorm in front of
+//! the classifier ([`FeatureNormalizer`]).
 
+use super::feature_norm::FeatureNormalizer;
 use super::features::{extract, EvalInput};
 use crate::config::{FeatureKind, LinearConfig, LinearFeatures};
 use crate::data::augment::AugmentParams;
@@ -39,16 +43,17 @@ pub fn linear_protocol(
     mut progress: impl FnMut(usize, f64),
 ) -> Result<LinearResult> {
     let clf = Classifier::new(train.classes.len().max(1), encoder.feat_dim(), seed, device)?;
+    let mut norm = FeatureNormalizer::new(cfg.feature_norm, encoder.feat_dim(), device)?;
     let mut opt = Sgd::new(cfg.sgd_momentum, cfg.weight_decay);
     let features = TrainFeatures::new(encoder, train, input, cfg, seed, device)?;
     let mut train_loss = 0.0;
     for epoch in 0..cfg.epochs {
         let lr = cfg.lr * 0.1f64.powi(cfg.milestones.iter().filter(|&&m| epoch >= m).count() as i32);
-        train_loss = train_epoch(&features, &clf, &mut opt, epoch, lr)?;
+        train_loss = train_epoch(&features, &mut norm, &clf, &mut opt, epoch, lr)?;
         progress(epoch + 1, train_loss);
     }
     Ok(LinearResult {
-        top1: test_top1(encoder, test, input, &clf, device)?,
+        top1: test_top1(encoder, test, input, &norm, &clf, device)?,
         train_loss,
     })
 }
@@ -143,15 +148,16 @@ impl<'a> TrainFeatures<'a> {
     }
 }
 
-/// One epoch of SGD at `lr` over the shuffled training split; returns its mean loss.
-fn train_epoch(src: &TrainFeatures, clf: &Classifier, opt: &mut Sgd, epoch: usize, lr: f64) -> Result<f64> {
+/// One epoch of SGD at `lr` over the shuffled training split, the features through `norm`
+/// in training mode; returns its mean loss.
+fn train_epoch(src: &TrainFeatures, norm: &mut FeatureNormalizer, clf: &Classifier, opt: &mut Sgd, epoch: usize, lr: f64) -> Result<f64> {
     let (n, bs, device) = (src.train.len(), src.batch_size, src.device);
     let order = epoch_order(n, src.seed ^ 0x11ea, epoch as u64, true);
     let (mut sum, mut count) = (0.0, 0usize);
     for start in (0..n).step_by(bs) {
         let len = bs.min(n - start);
         let idx: Vec<u32> = order[start..start + len].iter().map(|&i| i as u32).collect();
-        let feats = src.batch(&order, start, len, &idx, epoch)?;
+        let feats = norm.train(&src.batch(&order, start, len, &idx, epoch)?)?;
         let labels: Vec<u32> = idx.iter().map(|&i| src.train.labels[i as usize]).collect();
         let loss = cross_entropy(&clf.logits(&feats)?, &Tensor::new(labels.as_slice(), device)?)?;
         let lv = loss.to_scalar::<f32>()? as f64;
@@ -165,10 +171,105 @@ fn train_epoch(src: &TrainFeatures, clf: &Classifier, opt: &mut Sgd, epoch: usiz
     Ok(sum / count.max(1) as f64)
 }
 
-/// Top-1 (%) of the classifier on the un-augmented features of `test`.
-fn test_top1(encoder: &Encoder, test: &ImageSet, input: EvalInput, clf: &Classifier, device: &Device) -> Result<f64> {
-    let test_feats = extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?;
+/// Top-1 (%) of the classifier on the un-augmented features of `test` (through `norm` in
+/// evaluation mode).
+fn test_top1(
+    encoder: &Encoder,
+    test: &ImageSet,
+    input: EvalInput,
+    norm: &FeatureNormalizer,
+    clf: &Classifier,
+    device: &Device,
+) -> Result<f64> {
+    let test_feats = norm.eval(&extract(encoder, test, input, FeatureKind::Backbone, 256, device, |_| {})?)?;
     let pred = clf.logits(&test_feats)?.argmax(D::Minus1)?.to_vec1::<u32>()?;
     let correct = pred.iter().zip(&test.labels).filter(|(p, l)| p == l).count();
     Ok(100.0 * correct as f64 / test.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DataConfig, ModelConfig};
+    use crate::model::params::ParamStore;
+
+    fn setup() -> (Encoder, ImageSet, EvalInput) {
+        let data = DataConfig {
+            image_size: 16,
+            synthetic_train: 12,
+            synthetic_test: 2,
+            synthetic_classes: 3,
+            ..Default::default()
+        };
+        let model = ModelConfig {
+            width: 4,
+            feature_dim: 8,
+            ..Default::default()
+        };
+        let store = ParamStore::new(&Device::Cpu);
+        let enc = Encoder::new(&model, &store, 3).unwrap();
+        // Running statistics away from (0, 1), so that eval and train mode differ.
+        let x = Tensor::randn(0.5f32, 2., (8, 3, 16, 16), &Device::Cpu).unwrap();
+        enc.features(&x, BnMode::Train { splits: 1 }).unwrap();
+        (enc, crate::data::synthetic::generate(&data, 1).train, EvalInput::of(&data))
+    }
+
+    /// The augmented mode draws RandomResizedCrop + flip at `data.image_size`, and an image's
+    /// features do not depend on the batch it is in (the backbone's BN in eval mode; the
+    /// augmentation is seeded by the position in the epoch order).
+    #[test]
+    fn augmented_features_use_linear_train_crops_and_frozen_bn() {
+        let (enc, train, input) = setup();
+        let cfg = LinearConfig {
+            features: LinearFeatures::Augmented,
+            ..Default::default()
+        };
+        let device = Device::Cpu;
+        let src = TrainFeatures::new(&enc, &train, input, &cfg, 5, &device).unwrap();
+        assert!(src.cached.is_none());
+        assert_eq!(src.spec.params, AugmentParams::linear_train());
+        assert_eq!(src.spec.output, input);
+        assert_eq!(src.spec.views, 1);
+        let order = epoch_order(train.len(), 5, 2, true);
+        let idx: Vec<u32> = order.iter().map(|&i| i as u32).collect();
+        let all = src.batch(&order, 0, 6, &idx[..6], 2).unwrap().to_vec2::<f32>().unwrap();
+        let one = src.batch(&order, 4, 1, &idx[4..5], 2).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(one[0], all[4]);
+        // Another epoch, other crops.
+        let other = src.batch(&order, 4, 1, &idx[4..5], 3).unwrap().to_vec2::<f32>().unwrap();
+        assert_ne!(one[0], other[0]);
+    }
+
+    /// batch_norm changes what the classifier sees (and so its result) in both modes, and the
+    /// protocol leaves the frozen encoder's tensors as they were.
+    #[test]
+    fn feature_norm_applies_in_both_modes_and_the_encoder_stays_frozen() {
+        let (enc, train, input) = setup();
+        let before = snapshot(&enc, &train, input);
+        for features in [LinearFeatures::Cached, LinearFeatures::Augmented] {
+            let run = |feature_norm| {
+                let cfg = LinearConfig {
+                    epochs: 2,
+                    batch_size: 4,
+                    lr: 1.0,
+                    features,
+                    feature_norm,
+                    ..Default::default()
+                };
+                linear_protocol(&enc, &train, &train, input, &cfg, 1, &Device::Cpu, |_, _| {}).unwrap()
+            };
+            let (plain, bn) = (run(crate::config::FeatureNorm::None), run(crate::config::FeatureNorm::BatchNorm));
+            assert!(plain.train_loss.is_finite() && bn.train_loss.is_finite());
+            assert_ne!(plain.train_loss, bn.train_loss, "{features:?}");
+        }
+        assert_eq!(snapshot(&enc, &train, input), before);
+    }
+
+    /// The eval-mode features of the training set (a function of every BN buffer and weight).
+    fn snapshot(enc: &Encoder, train: &ImageSet, input: EvalInput) -> Vec<Vec<f32>> {
+        extract(enc, train, input, FeatureKind::Backbone, 5, &Device::Cpu, |_| {})
+            .unwrap()
+            .to_vec2()
+            .unwrap()
+    }
 }

@@ -2,8 +2,8 @@
 //! transform a config asks for, the kNN monitor and the linear protocol over a dataset's splits,
 //! each with a progress bar.
 
-use super::features::{extract, EvalInput};
-use super::knn::knn_top1;
+use super::features::{extract, extract_indices, EvalInput};
+use super::knn::{top1, KnnSearch};
 use super::linear::linear_protocol;
 use crate::config::ValidRunConfig;
 use crate::data::Splits;
@@ -20,23 +20,35 @@ pub fn eval_input(cfg: &ValidRunConfig) -> EvalInput {
 }
 
 /// Weighted kNN top-1 (%) of `encoder` with train features as the memory and test as queries.
+///
+/// The test features are extracted once; the training set then goes through the encoder
+/// `eval.knn_chunk` images at a time, each chunk searched and dropped ([`KnnSearch`]). Memory:
+/// M×D test features + knn_chunk×D chunk features + 256×knn_chunk similarities + M×k
+/// neighbours (and one batch of [`FEATURE_BATCH`] images), whatever the training set's size;
+/// the result is the same for every chunk size.
 pub fn knn_eval(encoder: &Encoder, splits: &Splits, cfg: &ValidRunConfig, device: &Device, show: bool) -> Result<f64> {
     let input = eval_input(cfg);
     let pb = bar((splits.train.len() + splits.test.len()) as u64, "kNN".into(), show);
     let kind = cfg.eval.knn_features;
-    let train = extract(encoder, &splits.train, input, kind, FEATURE_BATCH, device, |n| pb.inc(n as u64))?;
     let test = extract(encoder, &splits.test, input, kind, FEATURE_BATCH, device, |n| pb.inc(n as u64))?;
+    let mut search = KnnSearch::new(&test, cfg.eval.knn_k)?;
+    let n = splits.train.len();
+    for start in (0..n).step_by(cfg.eval.knn_chunk.max(1)) {
+        let idx: Vec<usize> = (start..n.min(start + cfg.eval.knn_chunk)).collect();
+        let chunk = extract_indices(encoder, &splits.train, &idx, input, kind, FEATURE_BATCH, device, |n| {
+            pb.inc(n as u64)
+        })?;
+        search.add(&chunk)?;
+    }
     pb.finish_and_clear();
     let classes = splits.train.classes.len();
-    knn_top1(
-        &train,
+    Ok(top1(
+        &search.finish(),
         &splits.train.labels,
-        &test,
         &splits.test.labels,
         classes,
-        cfg.eval.knn_k,
         cfg.eval.knn_t,
-    )
+    ))
 }
 
 /// Linear-protocol top-1 (%).

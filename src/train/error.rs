@@ -32,8 +32,9 @@ pub enum TrainError {
     /// `--resume` with an override that would change what the run computes.
     #[error(
         "--resume {dir}: the run was trained with {key} = {recorded}; it cannot go on with {key} = {asked} \
-         (a resumed run keeps its recorded config; only device, data.workers and data.prefetch may change). \
-         To train from its weights with other settings, start a new run with --init {dir}/checkpoint.safetensors"
+         (a resumed run keeps its recorded config; only {allowed} may change). \
+         To train from its weights with other settings, start a new run with --init {dir}/checkpoint.safetensors",
+        allowed = super::start::RESUMABLE_KEYS.join(", ")
     )]
     ResumeChange {
         /// The run directory.

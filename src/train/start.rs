@@ -27,8 +27,9 @@ pub struct Start {
     pub wall_s: f64,
 }
 
-/// Config keys a resume may change: where and how fast the run computes, not what.
-pub const RESUMABLE_KEYS: [&str; 3] = ["device", "data.workers", "data.prefetch"];
+/// Config keys a resume may change: where and how fast the run computes, not what
+/// (`eval.knn_chunk` bounds the kNN search's memory; its result is the same).
+pub const RESUMABLE_KEYS: [&str; 4] = ["device", "data.workers", "data.prefetch", "eval.knn_chunk"];
 
 /// The config to resume a run with: its recorded `config.toml` with `overrides`, which may
 /// change only [`RESUMABLE_KEYS`]; any other change is refused, naming the key, its recorded
@@ -92,4 +93,32 @@ pub fn start(learner: &mut Learner, dir: &RunDir, opts: &TrainOptions, steps_per
         }
     }
     Ok(Start::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resume_with(dir: &RunDir, set: &[&str]) -> Result<ValidRunConfig, TrainError> {
+        let set: Vec<Override> = set.iter().map(|s| Override::parse(s).unwrap()).collect();
+        resume_config(dir, &set)
+    }
+
+    #[test]
+    fn a_resume_may_change_the_knn_chunk_but_not_what_knn_computes() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(root.path());
+        std::fs::write(dir.config(), RunConfig::default().to_toml()).unwrap();
+        let cfg = resume_with(&dir, &["eval.knn_chunk=64", "data.workers=1"]).unwrap();
+        assert_eq!((cfg.eval.knn_chunk, cfg.data.workers), (64, 1));
+        let e = resume_with(&dir, &["eval.knn_k=5"]).unwrap_err().to_string();
+        assert!(e.contains("eval.knn_k = 200") && e.contains("eval.knn_k = 5"), "{e}");
+        assert!(
+            e.contains("only device, data.workers, data.prefetch, eval.knn_chunk may change"),
+            "{e}"
+        );
+        // The chunk is still validated.
+        let e = resume_with(&dir, &["eval.knn_chunk=0"]).unwrap_err().to_string();
+        assert_eq!(e, "eval.knn_chunk must be > 0, got 0");
+    }
 }
