@@ -169,7 +169,7 @@ fn a_broken_pack_is_an_error_naming_the_file() {
     };
     let mut c = moco_harness::config::RunConfig::default();
     c.data = bad;
-    assert!(c.validate().unwrap_err().to_string().contains("data.shuffle_buffer"));
+    assert!(c.clone().validate().unwrap_err().to_string().contains("data.shuffle_buffer"));
     c.data = DataConfig {
         decode: DecodeMode::Memory,
         ..cfg
