@@ -167,8 +167,10 @@ fn a_broken_pack_is_an_error_naming_the_file() {
         shuffle_buffer: 0,
         ..cfg.clone()
     };
-    let mut c = moco_harness::config::RunConfig::default();
-    c.data = bad;
+    let mut c = moco_harness::config::RunConfig {
+        data: bad,
+        ..Default::default()
+    };
     assert!(c.clone().validate().unwrap_err().to_string().contains("data.shuffle_buffer"));
     c.data = DataConfig {
         decode: DecodeMode::Memory,
