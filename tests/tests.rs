@@ -15,6 +15,7 @@ mod hub;
 #[cfg(feature = "hub")]
 mod hub_server;
 mod record;
+mod shards;
 mod stream;
 mod sweep;
 mod train;

@@ -33,8 +33,8 @@ pub struct EmbedArgs {
     /// Checkpoint: a run's checkpoint.safetensors, an exported model.safetensors, or
     /// hf://NAMESPACE/NAME[@REVISION].
     pub checkpoint: PathBuf,
-    /// Dataset: an ImageFolder root (with train/ and test/), a CIFAR binary folder, or
-    /// `builtin` for the synthetic dataset.
+    /// Dataset: an ImageFolder root (with train/ and test/), a pack of shards, a CIFAR binary
+    /// folder, or `builtin` for the synthetic dataset.
     #[arg(long)]
     pub data: String,
     /// Output file.
@@ -132,7 +132,9 @@ pub fn dataset_override(data: &str) -> Result<Vec<Override>> {
         return Ok(vec![Override::string("data.source", "synthetic")]);
     }
     let p = Path::new(data);
-    let source = if p.join("train").is_dir() {
+    let source = if p.join("index.json").is_file() {
+        "shards"
+    } else if p.join("train").is_dir() {
         "image_folder"
     } else if p.join("data_batch_1.bin").exists() || p.join("train.bin").exists() {
         "cifar_bin"
@@ -141,7 +143,9 @@ pub fn dataset_override(data: &str) -> Result<Vec<Override>> {
     } else {
         return Err(DataError::Layout {
             path: p.into(),
-            message: "not an ImageFolder root (train/, test/), a CIFAR binary folder nor an STL-10 binary folder".into(),
+            message:
+                "not an ImageFolder root (train/, test/), a pack of shards (index.json), a CIFAR binary folder nor an STL-10 binary folder"
+                    .into(),
         }
         .into());
     };

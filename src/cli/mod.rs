@@ -67,8 +67,8 @@ pub enum Command {
         #[command(subcommand)]
         what: BenchCommand,
     },
-    /// Datasets: download the official archives (checksummed), or pack a class-balanced subset
-    /// as CIFAR-10 binary (small enough to carry).
+    /// Datasets: download the official archives (checksummed), pack a class-balanced subset
+    /// as CIFAR-10 binary (small enough to carry), or pack an ImageFolder as tar shards.
     Data {
         /// What to do.
         #[command(subcommand)]

@@ -70,6 +70,10 @@ pub enum DataSource {
     /// STL-10 binary (`train_X.bin`, `train_y.bin`, `test_X.bin`, `test_y.bin`, and
     /// `unlabeled_X.bin` for `data.pretrain_split`), found in `path`; 96×96 images.
     Stl10,
+    /// WebDataset tar shards and their `index.json` in `path`, made from an ImageFolder by
+    /// `moco data pack --format shards`; always read per sample (shards front to back through
+    /// a shuffle buffer of `shuffle_buffer` samples for training, by offset for evaluation).
+    Shards,
 }
 
 impl DataSource {
@@ -80,6 +84,7 @@ impl DataSource {
             Self::ImageFolder => "image_folder",
             Self::CifarBin => "cifar_bin",
             Self::Stl10 => "stl10",
+            Self::Shards => "shards",
         }
     }
 }
@@ -160,7 +165,8 @@ pub struct DataConfig {
     /// epochs, RAM grows with the dataset), `stream` keeps them encoded on disk and decodes each
     /// sample when its batch is prepared (RAM bounded by prefetch × batch), `auto` (default)
     /// chooses `memory` when the decoded images fit `memory_budget_gb`, else `stream`, and says
-    /// which in the log. Only ImageFolder data can stream; the binary sources are small.
+    /// which in the log. Only ImageFolder data can stream; the binary sources are small, and
+    /// shards always stream (`memory` is an error with them).
     #[serde(skip_serializing_if = "DecodeMode::is_auto")]
     pub decode: DecodeMode,
     /// Budget in GB (10⁹ bytes) for decoded images under `decode = "auto"` (default 8).
@@ -186,6 +192,18 @@ pub struct DataConfig {
     /// `experiments/imagenet100-classes.txt`. A listed class missing from the folder is an error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub class_list: Option<PathBuf>,
+    /// `source = "shards"`: samples held by the training shuffle buffer (default 10,000). The
+    /// shards of an epoch are read one after the other in a seeded order and each sample is
+    /// taken from a random slot of the buffer, so a larger buffer mixes more shards at once.
+    #[serde(skip_serializing_if = "is_default_shuffle_buffer")]
+    pub shuffle_buffer: usize,
+}
+
+/// The default of `data.shuffle_buffer`.
+pub const DEFAULT_SHUFFLE_BUFFER: usize = 10_000;
+
+fn is_default_shuffle_buffer(v: &usize) -> bool {
+    *v == DEFAULT_SHUFFLE_BUFFER
 }
 
 /// How image files reach the pipeline; see [`DataConfig::decode`].
@@ -243,6 +261,7 @@ impl Default for DataConfig {
             dct_scaling: true,
             eval_crop_fraction: 1.0,
             class_list: None,
+            shuffle_buffer: DEFAULT_SHUFFLE_BUFFER,
         }
     }
 }

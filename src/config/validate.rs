@@ -152,6 +152,11 @@ pub enum ConfigError {
         /// Source.
         source_name: &'static str,
     },
+    /// `data.decode = "memory"` with shards, which are always read per sample.
+    #[error(
+        "data.decode = \"memory\" does not apply to data.source = \"shards\" (shards are read per sample; use \"auto\" or \"stream\")"
+    )]
+    ShardsInMemory,
     /// `data.class_list` names a file that is not there.
     #[error("data.class_list {0:?} does not exist")]
     MissingClassList(PathBuf),
@@ -444,8 +449,18 @@ fn check_files_keys(d: &DataConfig) -> Result<(), ConfigError> {
         source_name: d.source.as_str(),
     };
     let files = d.source == DataSource::ImageFolder;
-    if d.decode == DecodeMode::Stream && !files {
+    let shards = d.source == DataSource::Shards;
+    if d.decode == DecodeMode::Stream && !files && !shards {
         return Err(files_only("data.decode = \"stream\""));
+    }
+    if d.decode == DecodeMode::Memory && shards {
+        return Err(ConfigError::ShardsInMemory);
+    }
+    if d.shuffle_buffer == 0 {
+        return Err(ConfigError::NotPositive {
+            key: "data.shuffle_buffer",
+            value: 0.0,
+        });
     }
     if let Some(list) = &d.class_list {
         if !files {

@@ -10,6 +10,7 @@
 use super::augment::AugmentParams;
 use super::sample::{augment_views, eval_view_or_next, Output, MAX_SKIPS};
 use super::{DataError, ImageSet};
+use crate::config::DataConfig;
 use crate::rng::{stream, Purpose};
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -80,6 +81,17 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
         order.shuffle(&mut stream(seed, Purpose::Shuffle, epoch, 0));
     }
     order
+}
+
+/// The training order of `set` for `epoch`: for a pack of shards, the shards in a seeded order
+/// read through the shuffle buffer of `data.shuffle_buffer` samples
+/// ([`shard_epoch_order`](super::shards::order::shard_epoch_order), loader rank 0 of 1);
+/// for every other set, the seeded permutation of [`epoch_order`].
+pub fn train_order(set: &ImageSet, data: &DataConfig, seed: u64, epoch: u64) -> Vec<usize> {
+    if set.members.is_empty() {
+        return epoch_order(set.len(), seed, epoch, data.shuffle);
+    }
+    super::shards::order::shard_epoch_order(set, data.shuffle_buffer, seed, epoch, data.shuffle, 0, 1)
 }
 
 /// Build the batch of positions `[start, start + len)` of the epoch order.
@@ -198,7 +210,6 @@ pub fn eval_batch(data: &ImageSet, indices: &[usize], output: &Output) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::DataConfig;
 
     fn test_output(size: usize) -> Output {
         Output {

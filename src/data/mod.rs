@@ -3,14 +3,16 @@
 //!
 //! Sources: the built-in procedural dataset ([`synthetic`]), ImageFolder trees of JPEG/PNG
 //! ([`folder`]), the CIFAR-10/100 binary format ([`cifar`]) and the STL-10 binary format
-//! ([`stl10`]). The binary sources are decoded once; an ImageFolder is decoded once when it
-//! fits `data.memory_budget_gb` and streamed otherwise (`data.decode`): its files are listed
-//! once per run and each sample is read, decoded and cropped when its batch is prepared
-//! ([`sample`]; [`decode`] reads headers and decodes, at a DCT reduction where the crop
-//! allows). [`geometry`] holds torchvision's crop and resize geometry, [`augment`] the
-//! torchvision-semantics augmentations, [`loader`] the seeded epoch order and the background
-//! batch producer. With the `hub` feature, [`download`] fetches the official archives
-//! (`moco data download`).
+//! ([`stl10`]), and packs of WebDataset tar shards ([`shards`], made from an ImageFolder by
+//! `moco data pack --format shards`). The binary sources are decoded once; an ImageFolder is
+//! decoded once when it fits `data.memory_budget_gb` and streamed otherwise (`data.decode`):
+//! its files are listed once per run and each sample is read, decoded and cropped when its
+//! batch is prepared ([`sample`]; [`decode`] reads headers and decodes, at a DCT reduction where
+//! the crop allows). Shards are always streamed: training reads them shard by shard through a
+//! shuffle buffer, evaluation reads members by offset. [`geometry`] holds torchvision's crop and
+//! resize geometry, [`augment`] the torchvision-semantics augmentations, [`loader`] the seeded
+//! epoch order and the background batch producer. With the `hub` feature, [`download`] fetches
+//! the official archives (`moco data download`).
 
 pub mod augment;
 pub mod cifar;
@@ -21,6 +23,7 @@ pub mod folder;
 pub mod geometry;
 pub mod loader;
 pub mod sample;
+pub mod shards;
 pub mod stl10;
 pub mod synthetic;
 
@@ -38,15 +41,20 @@ pub struct Image {
     pub pixels: Vec<u8>,
 }
 
-/// A labelled set of images: decoded in memory (`images`), or image files on disk (`files`)
-/// that the loader reads and decodes per sample. Exactly one of the two holds `labels.len()`
-/// entries.
+/// A labelled set of images: decoded in memory (`images`), image files on disk (`files`), or
+/// JPEG members of tar shards (`members`, of the files `shards`); the last two are read and
+/// decoded per sample ([`ImageSet::encoded`]). Exactly one of `images`, `files` and `members`
+/// holds `labels.len()` entries.
 #[derive(Debug, Clone, Default)]
 pub struct ImageSet {
     /// Decoded images (empty for a streamed set).
     pub images: Vec<Image>,
     /// Encoded image files (empty for a decoded set).
     pub files: Vec<PathBuf>,
+    /// JPEG members of the shard files `shards` (empty unless `data.source = "shards"`).
+    pub members: Vec<Member>,
+    /// The shard files that `members` point into.
+    pub shards: Vec<PathBuf>,
     /// Class index per image.
     pub labels: Vec<u32>,
     /// Class names, index = label.
@@ -64,13 +72,30 @@ impl ImageSet {
     }
     /// True when the images stay on disk and are decoded per sample.
     pub fn is_streamed(&self) -> bool {
-        !self.files.is_empty()
+        !self.files.is_empty() || !self.members.is_empty()
+    }
+    /// The encoded bytes of streamed image `i`: its file, or its member of a shard (read by
+    /// offset). Errors name the file.
+    pub fn encoded(&self, i: usize) -> Result<Vec<u8>, DataError> {
+        if let Some(m) = self.members.get(i) {
+            return shards::read_member(&self.shards[m.shard as usize], m);
+        }
+        let path = &self.files[i];
+        std::fs::read(path).map_err(io_err(path))
+    }
+    /// How errors name streamed image `i`: its file, or `<shard>/<key>.jpg` for a member.
+    pub fn source_path(&self, i: usize) -> PathBuf {
+        match self.members.get(i) {
+            Some(m) => self.shards[m.shard as usize].join(format!("{}.jpg", m.key)),
+            None => self.files[i].clone(),
+        }
     }
     /// Keep the first `limit` images (0 = all).
     pub fn truncate(&mut self, limit: usize) {
         let n = effective_len(self.len(), limit);
         self.images.truncate(n);
         self.files.truncate(n);
+        self.members.truncate(n);
         self.labels.truncate(n);
     }
     /// Keep a class-balanced prefix of `limit` images (0 = all): images are taken in
@@ -103,13 +128,29 @@ impl ImageSet {
             round += 1;
         }
         order.sort_unstable();
-        if self.is_streamed() {
+        if !self.members.is_empty() {
+            self.members = order.iter().map(|&i| self.members[i].clone()).collect();
+        } else if self.is_streamed() {
             self.files = order.iter().map(|&i| self.files[i].clone()).collect();
         } else {
             self.images = order.iter().map(|&i| self.images[i].clone()).collect();
         }
         self.labels = order.iter().map(|&i| self.labels[i]).collect();
     }
+}
+
+/// Where a shard member's JPEG lies: shard `shard` of [`ImageSet::shards`], `size` bytes from
+/// `offset`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Position of the shard file in [`ImageSet::shards`].
+    pub shard: u32,
+    /// The member's key (`<key>.jpg` in the tar).
+    pub key: String,
+    /// Offset of the JPEG's data in the shard.
+    pub offset: u64,
+    /// Bytes of the JPEG.
+    pub size: u64,
 }
 
 /// Errors while loading a dataset; each names the file.
@@ -175,6 +216,7 @@ pub fn load(cfg: &DataConfig, seed: u64) -> Result<Splits, DataError> {
     let mut splits = match cfg.source {
         DataSource::Synthetic => synthetic::generate(cfg, seed),
         DataSource::ImageFolder => return load_folder(cfg),
+        DataSource::Shards => shards::load(cfg)?,
         DataSource::CifarBin => cifar::load_cifar_bin(&cfg.path)?,
         DataSource::Stl10 => stl10::load_stl10_bin(&cfg.path)?,
     };

@@ -46,10 +46,6 @@ impl Output {
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, DataError> {
-    std::fs::read(path).map_err(super::io_err(path))
-}
-
 fn decode_err(path: &Path) -> impl FnOnce(String) -> DataError + '_ {
     move |message| DataError::Decode {
         path: path.to_path_buf(),
@@ -74,8 +70,8 @@ pub fn augment_views(
         }
         return Ok(());
     }
-    let path = &set.files[i];
-    augment_encoded_views(&read(path)?, path, params, o, rng, outs)
+    let path = set.source_path(i);
+    augment_encoded_views(&set.encoded(i)?, &path, params, o, rng, outs)
 }
 
 /// [`augment_views`] for one encoded file already read (`bytes`, named `path` in errors): a
@@ -125,7 +121,7 @@ pub fn eval_view(set: &ImageSet, i: usize, o: &Output, out: &mut [f32]) -> Resul
         eval_into(&set.images[i], size, frac, o.mean, o.std, out);
         return Ok(());
     }
-    let path = &set.files[i];
-    let bytes = read(path)?;
-    eval_encoded(&bytes, size, frac, o.mean, o.std, out, o.dct).map_err(decode_err(path))
+    let path = set.source_path(i);
+    let bytes = set.encoded(i)?;
+    eval_encoded(&bytes, size, frac, o.mean, o.std, out, o.dct).map_err(decode_err(&path))
 }

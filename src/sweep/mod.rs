@@ -495,8 +495,8 @@ impl ImageCounts {
 
 /// The number of images the self-supervised step of `cfg` trains on, without decoding any:
 /// from the config for the built-in dataset, from file sizes for the CIFAR and STL-10 binary
-/// formats, by counting `path/train/<class>/*.{jpg,jpeg,png}` for an image folder; with
-/// `data.train_limit` applied. `Ok((images, where it came from))`, or `Err(why it is unknown)`.
+/// formats, by counting `path/train/<class>/*.{jpg,jpeg,png}` for an image folder, from
+/// `index.json` for a pack of shards; with `data.train_limit` applied. `Ok((images, where it came from))`, or `Err(why it is unknown)`.
 pub fn train_images(cfg: &RunConfig) -> Result<(usize, String), String> {
     use crate::config::{effective_len, DataSource, PretrainSplit};
     let d = &cfg.data;
@@ -539,6 +539,10 @@ pub fn train_images(cfg: &RunConfig) -> Result<(usize, String), String> {
                 n,
                 format!("{} {}, from file sizes{limited}", d.path.display(), d.pretrain_split.as_str()),
             ))
+        }
+        DataSource::Shards => {
+            let n = crate::data::shards::train_samples(&d.path).map_err(|e| e.to_string())?;
+            Ok((limit(n), format!("{}, from index.json{limited}", d.path.display())))
         }
     }
 }

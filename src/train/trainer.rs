@@ -10,7 +10,7 @@ use super::start::{start, Start};
 use super::TrainError;
 use crate::config::{check_train_images, ValidRunConfig};
 use crate::data::augment::AugmentParams;
-use crate::data::loader::{epoch_order, worker_count, EpochLoader, PipelineSpec};
+use crate::data::loader::{train_order, worker_count, EpochLoader, PipelineSpec};
 use crate::data::sample::Output;
 use crate::data::{self, ImageSet, Splits};
 use crate::device::{describe_device, make_device};
@@ -250,7 +250,7 @@ impl<'a> Trainer<'a> {
     fn epoch(&mut self, epoch: usize, first: usize, step: &mut usize) -> Result<EpochEnd, TrainError> {
         let (cfg, batch) = (self.cfg, self.cfg.train.batch_size);
         let n_batches = self.steps_per_epoch.min(first + (self.max_steps - *step));
-        let order = epoch_order(self.train_set.len(), cfg.seed, epoch as u64, cfg.data.shuffle);
+        let order = train_order(&self.train_set, &cfg.data, cfg.seed, epoch as u64);
         let mut loader = EpochLoader::spawn(
             self.train_set.clone(),
             order,
