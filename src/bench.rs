@@ -9,7 +9,7 @@
 use crate::config::{DictionaryMode, ValidRunConfig};
 use crate::data::augment::{augment_into, AugmentParams};
 use crate::data::folder::decode;
-use crate::data::loader::{epoch_order, EpochLoader, PipelineSpec};
+use crate::data::loader::{train_order, EpochLoader, PipelineSpec};
 use crate::data::sample::{augment_encoded_views, Output};
 use crate::data::Image;
 use crate::io::error::FileError;
@@ -516,8 +516,13 @@ pub fn bench_stream(cfg: &ValidRunConfig) -> Result<StreamReport> {
     let n_batches = set.len() / batch;
     let workers = crate::data::loader::worker_count(cfg.data.workers);
     let pool = Arc::new(rayon::ThreadPoolBuilder::new().num_threads(workers).build()?);
-    let spec = Arc::new(PipelineSpec::new(AugmentParams::resolve(&cfg.augment), Output::of(&cfg.data), 2, cfg.seed));
-    let order = epoch_order(set.len(), cfg.seed, 0, cfg.data.shuffle);
+    let spec = Arc::new(PipelineSpec::new(
+        AugmentParams::resolve(&cfg.augment),
+        Output::of(&cfg.data),
+        2,
+        cfg.seed,
+    ));
+    let order = train_order(&set, &cfg.data, cfg.seed, 0);
     let t = Instant::now();
     let mut loader = EpochLoader::spawn(set, order, batch, 0, n_batches, 0, spec, cfg.data.prefetch, pool);
     let pb = crate::progress::bar(n_batches as u64, "stream epoch".into(), true);

@@ -220,7 +220,10 @@ fn compare(ours: &Path, theirs: &Path, augment: bool) -> Result<()> {
         return Ok(());
     }
     let (a, b): (AugmentReport, AugmentReport) = (read_report(ours)?, read_report(theirs)?);
-    println!("one core, {} images at {}px, two views each (img/s; ratio = ours / theirs):", a.images, a.size);
+    println!(
+        "one core, {} images at {}px, two views each (img/s; ratio = ours / theirs):",
+        a.images, a.size
+    );
     println!("  {:<34} {:>12} {:>12} {:>7}", "", a.implementation, b.implementation, "ratio");
     let row = |name: &str, x: f64, y: f64| {
         if x > 0.0 && y > 0.0 {
@@ -229,7 +232,11 @@ fn compare(ours: &Path, theirs: &Path, augment: bool) -> Result<()> {
     };
     row("augment (decoded beforehand)", a.augment_img_per_s, b.augment_img_per_s);
     row("decode + augment", a.decode_augment_img_per_s, b.decode_augment_img_per_s);
-    row("decode + augment, DCT scaling (ours)", a.decode_augment_dct_img_per_s, b.decode_augment_img_per_s);
+    row(
+        "decode + augment, DCT scaling (ours)",
+        a.decode_augment_dct_img_per_s,
+        b.decode_augment_img_per_s,
+    );
     Ok(())
 }
 
