@@ -208,3 +208,22 @@ fn the_cli_packs_a_class_subset_into_one_shard() {
         (vec!["c2".to_string(), "n01".into()], 20)
     );
 }
+
+/// `data.class_list` with shards selects nothing: it must name exactly the pack's classes (a
+/// recipe's list runs on a pack made with the same list), else the error names the index.
+#[test]
+fn a_class_list_must_name_the_packs_classes() {
+    let dir = tempfile::tempdir().unwrap();
+    packed(dir.path());
+    let out = dir.path().join("pack");
+    let same = dir.path().join("same.txt");
+    std::fs::write(&same, "# the three\nc2\nc0\nc1\n").unwrap();
+    let mut cfg = shards_config(&out);
+    cfg.class_list = Some(same);
+    assert_eq!(data::load(&cfg, 0).unwrap().train.len(), 18);
+    let fewer = dir.path().join("fewer.txt");
+    std::fs::write(&fewer, "c0\nc1\n").unwrap();
+    cfg.class_list = Some(fewer);
+    let err = data::load(&cfg, 0).unwrap_err().to_string();
+    assert!(err.contains("index.json") && err.contains("\"c2\"") && err.contains("holds 3 classes"), "{err}");
+}

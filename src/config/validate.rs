@@ -463,7 +463,7 @@ fn check_files_keys(d: &DataConfig) -> Result<(), ConfigError> {
         });
     }
     if let Some(list) = &d.class_list {
-        if !files {
+        if !files && !shards {
             return Err(files_only("data.class_list"));
         }
         if !list.is_file() {

@@ -61,6 +61,9 @@ pub fn split_set(dir: &Path, index: &Index, name: &str) -> Result<ImageSet, Data
 /// Both splits of the pack in `data.path` (`train` and `test`), checked against its index.
 pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
     let index = read_index(&cfg.path)?;
+    if let Some(list) = &cfg.class_list {
+        check_class_list(&cfg.path, &index.classes, list)?;
+    }
     let train = split_set(&cfg.path, &index, "train")?;
     let test = split_set(&cfg.path, &index, "test")?;
     let note = format!(
@@ -77,6 +80,30 @@ pub fn load(cfg: &DataConfig) -> Result<Splits, DataError> {
         train,
         test,
         note: Some(note),
+    })
+}
+
+/// A pack holds the classes it was packed with: `data.class_list` with shards selects nothing,
+/// it must name exactly the pack's classes (so a recipe's ImageNet-100 list runs unchanged on
+/// a pack made with `--class-list` of the same file).
+fn check_class_list(dir: &Path, classes: &[String], list: &Path) -> Result<(), DataError> {
+    let listed = super::folder::read_class_list(list)?;
+    let mut packed = classes.to_vec();
+    packed.sort();
+    if listed == packed {
+        return Ok(());
+    }
+    let missing: Vec<&String> = listed.iter().filter(|c| !packed.contains(c)).take(3).collect();
+    let extra: Vec<&String> = packed.iter().filter(|c| !listed.contains(c)).take(3).collect();
+    Err(DataError::Layout {
+        path: dir.join("index.json"),
+        message: format!(
+            "the pack holds {} classes, data.class_list {} names {} (listed, not packed: {missing:?}; packed, not listed: {extra:?}); pack with --class-list {} or leave data.class_list out",
+            packed.len(),
+            list.display(),
+            listed.len(),
+            list.display()
+        ),
     })
 }
 
