@@ -249,3 +249,15 @@ fn resume_after_max_steps_mid_epoch() {
     assert_eq!(a.tensors["encoder_q.conv1.weight"], b.tensors["encoder_q.conv1.weight"]);
     assert_eq!(a.tensors["queue"], b.tensors["queue"]);
 }
+
+/// The ImageNet stem (7×7 stride-2 conv, 3×3 stride-2 max-pool) trains: its max-pool has a
+/// backward (candle's `max_pool2d` has none when the kernel differs from the stride).
+#[test]
+fn the_imagenet_stem_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tiny_config(DictionaryMode::Moco, 1);
+    c.model.stem = moco_harness::config::Stem::Imagenet;
+    let s = run(&valid(c), dir.path());
+    assert_eq!(s.status, RunStatus::Ok, "{:?}", s.message);
+    assert!(s.final_loss.is_some_and(f64::is_finite), "{:?}", s.final_loss);
+}

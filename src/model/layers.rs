@@ -201,7 +201,66 @@ pub fn avg_pool(x: &Tensor) -> Result<Tensor> {
 }
 
 /// 3×3 max-pool, stride 2, padding 1 on a non-negative input (after ReLU, zero padding equals
-/// −∞ padding).
+/// −∞ padding): output `ceil(H/2) × ceil(W/2)`, as torchvision's stem.
+///
+/// Built from differentiable ops (the 3×3 stride-1 maximum as two separable passes of
+/// `maximum` over shifted views, then every other row and column) because candle has no
+/// backward for `max_pool2d` when the kernel differs from the stride. The gradient goes to the
+/// window's maximum; an exact tie splits it (candle's `maximum`), where PyTorch gives it all to
+/// the first — after a ReLU the ties are zeros, whose gradient the ReLU drops anyway.
 pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
-    x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)
+    let (_, _, h, w) = x.dims4()?;
+    let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
+    let rows = p.narrow(2, 0, h)?.maximum(&p.narrow(2, 1, h)?)?.maximum(&p.narrow(2, 2, h)?)?;
+    let m = rows.narrow(3, 0, w)?.maximum(&rows.narrow(3, 1, w)?)?.maximum(&rows.narrow(3, 2, w)?)?;
+    every_other(&m)
+}
+
+/// Rows and columns 0, 2, 4, … of `(N, C, H, W)`: `(N, C, ceil(H/2), ceil(W/2))`.
+fn every_other(m: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = m.dims4()?;
+    let m = m.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
+    let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+    m.reshape((n, c, h2, 2, w2, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((n, c, h2, w2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::max_pool_3x3_s2;
+    use candle_core::{Device, Tensor, Var};
+
+    /// Random non-negative `(1, 2, h, w)` values without ties.
+    fn input(h: usize, w: usize) -> Vec<f32> {
+        let n = 2 * h * w;
+        (0..n).map(|i| ((i * 7919 + 13) % 1009) as f32 / 1009.0 + i as f32 * 1e-6).collect()
+    }
+
+    #[test]
+    fn max_pool_equals_candles_forward_and_routes_the_gradient_to_each_window_max() {
+        for (h, w) in [(8, 6), (5, 7), (1, 1), (4, 3)] {
+            let v = input(h, w);
+            let x = Var::from_tensor(&Tensor::from_vec(v.clone(), (1, 2, h, w), &Device::Cpu).unwrap()).unwrap();
+            let y = max_pool_3x3_s2(x.as_tensor()).unwrap();
+            let reference = x.pad_with_zeros(2, 1, 1).unwrap().pad_with_zeros(3, 1, 1).unwrap().max_pool2d_with_stride(3, 2).unwrap();
+            assert_eq!(y.dims(), reference.dims(), "{h}x{w}");
+            assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), reference.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
+            let r: Vec<f32> = (0..2 * h2 * w2).map(|i| 1.0 + i as f32).collect();
+            let loss = (y * Tensor::from_vec(r.clone(), (1, 2, h2, w2), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
+            let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut expected = vec![0f32; 2 * h * w];
+            for c in 0..2 {
+                for (oy, ox) in (0..h2).flat_map(|oy| (0..w2).map(move |ox| (oy, ox))) {
+                    let window = (0..3).flat_map(|dy| (0..3).map(move |dx| (dy, dx)));
+                    let inside = window
+                        .map(|(dy, dx)| (2 * oy + dy, 2 * ox + dx))
+                        .filter(|&(y, x)| (1..=h).contains(&y) && (1..=w).contains(&x))
+                        .map(|(y, x)| c * h * w + (y - 1) * w + (x - 1));
+                    let arg = inside.max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap();
+                    expected[arg] += r[c * h2 * w2 + oy * w2 + ox];
+                }
+            }
+            assert_eq!(g, expected, "{h}x{w}");
+        }
+    }
 }
