@@ -225,5 +225,8 @@ fn a_class_list_must_name_the_packs_classes() {
     std::fs::write(&fewer, "c0\nc1\n").unwrap();
     cfg.class_list = Some(fewer);
     let err = data::load(&cfg, 0).unwrap_err().to_string();
-    assert!(err.contains("index.json") && err.contains("\"c2\"") && err.contains("holds 3 classes"), "{err}");
+    assert!(
+        err.contains("index.json") && err.contains("\"c2\"") && err.contains("holds 3 classes"),
+        "{err}"
+    );
 }

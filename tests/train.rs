@@ -224,7 +224,10 @@ fn linear_protocol_fits_frozen_features() {
     // an older > 60% bound on the CPUs of earlier sessions, whose convolution paths round
     // differently (so the 1-epoch encoder and its features differ in their last bits).
     assert!(trained > 45.0, "train-split top-1 {trained} (chance 25)");
-    assert!(trained >= untrained + 15.0, "train-split top-1 {trained}, before training {untrained}");
+    assert!(
+        trained >= untrained + 15.0,
+        "train-split top-1 {trained}, before training {untrained}"
+    );
 }
 
 /// A run stopped by `train.max_steps` in the middle of an epoch, resumed with a larger limit,

@@ -212,7 +212,10 @@ pub fn max_pool_3x3_s2(x: &Tensor) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let p = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?;
     let rows = p.narrow(2, 0, h)?.maximum(&p.narrow(2, 1, h)?)?.maximum(&p.narrow(2, 2, h)?)?;
-    let m = rows.narrow(3, 0, w)?.maximum(&rows.narrow(3, 1, w)?)?.maximum(&rows.narrow(3, 2, w)?)?;
+    let m = rows
+        .narrow(3, 0, w)?
+        .maximum(&rows.narrow(3, 1, w)?)?
+        .maximum(&rows.narrow(3, 2, w)?)?;
     every_other(&m)
 }
 
@@ -221,7 +224,10 @@ fn every_other(m: &Tensor) -> Result<Tensor> {
     let (n, c, h, w) = m.dims4()?;
     let m = m.pad_with_zeros(2, 0, h % 2)?.pad_with_zeros(3, 0, w % 2)?;
     let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
-    m.reshape((n, c, h2, 2, w2, 2))?.narrow(3, 0, 1)?.narrow(5, 0, 1)?.reshape((n, c, h2, w2))
+    m.reshape((n, c, h2, 2, w2, 2))?
+        .narrow(3, 0, 1)?
+        .narrow(5, 0, 1)?
+        .reshape((n, c, h2, w2))
 }
 
 #[cfg(test)]
@@ -241,13 +247,33 @@ mod tests {
             let v = input(h, w);
             let x = Var::from_tensor(&Tensor::from_vec(v.clone(), (1, 2, h, w), &Device::Cpu).unwrap()).unwrap();
             let y = max_pool_3x3_s2(x.as_tensor()).unwrap();
-            let reference = x.pad_with_zeros(2, 1, 1).unwrap().pad_with_zeros(3, 1, 1).unwrap().max_pool2d_with_stride(3, 2).unwrap();
+            let reference = x
+                .pad_with_zeros(2, 1, 1)
+                .unwrap()
+                .pad_with_zeros(3, 1, 1)
+                .unwrap()
+                .max_pool2d_with_stride(3, 2)
+                .unwrap();
             assert_eq!(y.dims(), reference.dims(), "{h}x{w}");
-            assert_eq!(y.flatten_all().unwrap().to_vec1::<f32>().unwrap(), reference.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            assert_eq!(
+                y.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                reference.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
             let (h2, w2) = (h.div_ceil(2), w.div_ceil(2));
             let r: Vec<f32> = (0..2 * h2 * w2).map(|i| 1.0 + i as f32).collect();
-            let loss = (y * Tensor::from_vec(r.clone(), (1, 2, h2, w2), &Device::Cpu).unwrap()).unwrap().sum_all().unwrap();
-            let g = loss.backward().unwrap().get(x.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let loss = (y * Tensor::from_vec(r.clone(), (1, 2, h2, w2), &Device::Cpu).unwrap())
+                .unwrap()
+                .sum_all()
+                .unwrap();
+            let g = loss
+                .backward()
+                .unwrap()
+                .get(x.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
             let mut expected = vec![0f32; 2 * h * w];
             for c in 0..2 {
                 for (oy, ox) in (0..h2).flat_map(|oy| (0..w2).map(move |ox| (oy, ox))) {
