@@ -63,6 +63,20 @@ fn compare(ours: &[f32], theirs: &[u8]) -> (f32, f32) {
     (d.iter().cloned().fold(0.0, f32::max), d.iter().sum::<f32>() / d.len() as f32)
 }
 
+/// Compare, print and bound one output against PIL's (`what` names it); returns the max error.
+fn check(what: &str, img: &Image, ours: &[f32], theirs: &[u8]) -> f32 {
+    let (max, mean) = compare(ours, theirs);
+    println!(
+        "{what} ({}×{}): max {:.3}/255, mean {:.3}/255",
+        img.width,
+        img.height,
+        max * 255.0,
+        mean * 255.0
+    );
+    assert!(max <= BOUND && mean < 0.4 / 255.0, "{what}: max {max}, mean {mean}");
+    max
+}
+
 #[test]
 fn resized_crop_matches_torchvision_on_pil() {
     let bytes = fixture();
@@ -75,18 +89,7 @@ fn resized_crop_matches_torchvision_on_pil() {
             for s in [32, 112, 224] {
                 let Ok(t) = st.tensor(&format!("crop/{k}/{j}/{s}")) else { continue };
                 let ours = crop_resize(&img, b[0], b[1], b[2], b[3], s, s);
-                let (max, mean) = compare(&ours.data, t.data());
-                println!(
-                    "crop img {k} ({}×{}) box {b:?} → {s}: max {:.3}/255, mean {:.3}/255",
-                    img.width,
-                    img.height,
-                    max * 255.0,
-                    mean * 255.0
-                );
-                assert!(
-                    max <= BOUND && mean < 0.4 / 255.0,
-                    "img {k} box {j} size {s}: max {max}, mean {mean}"
-                );
+                let max = check(&format!("crop img {k} box {j} {b:?} → {s}"), &img, &ours.data, t.data());
                 worst = worst.max(max);
                 n += 1;
             }
@@ -107,18 +110,7 @@ fn eval_transform_matches_torchvision_resize_and_center_crop() {
             let (shape, theirs) = u8_tensor(&st, &format!("eval/{k}/{frac:?}/{s}"));
             assert_eq!(shape, [s, s, 3]);
             let ours = Resample::eval(img.width, img.height, s, frac).apply(&img);
-            let (max, mean) = compare(&ours.data, &theirs);
-            println!(
-                "eval img {k} ({}×{}) {frac} → {s}: max {:.3}/255, mean {:.3}/255",
-                img.width,
-                img.height,
-                max * 255.0,
-                mean * 255.0
-            );
-            assert!(
-                max <= BOUND && mean < 0.4 / 255.0,
-                "img {k} frac {frac} size {s}: max {max}, mean {mean}"
-            );
+            let max = check(&format!("eval img {k} {frac} → {s}"), &img, &ours.data, &theirs);
             worst = worst.max(max);
         }
     }

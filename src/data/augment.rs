@@ -380,15 +380,8 @@ pub fn write_chw(v: &FloatImage, flip: bool, mean: [f32; 3], std: [f32; 3], out:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::test_image;
     use crate::rng::{stream, Purpose};
-
-    fn test_image(w: usize, h: usize) -> Image {
-        Image {
-            width: w,
-            height: h,
-            pixels: (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect(),
-        }
-    }
 
     #[test]
     fn crop_params_inside_image_and_in_scale() {

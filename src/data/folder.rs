@@ -27,16 +27,9 @@ pub fn decode(path: &Path) -> Result<Image, DataError> {
 
 /// Decode an encoded image (JPEG or PNG) into RGB8; errors name `path`.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<Image, DataError> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| DataError::Decode {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?
-        .to_rgb8();
-    Ok(Image {
-        width: img.width() as usize,
-        height: img.height() as usize,
-        pixels: img.into_raw(),
+    super::decode::decode(bytes).map_err(|message| DataError::Decode {
+        path: path.to_path_buf(),
+        message,
     })
 }
 

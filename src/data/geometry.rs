@@ -295,14 +295,7 @@ pub fn crop_resize(img: &Image, top: usize, left: usize, h: usize, w: usize, out
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn image(w: usize, h: usize) -> Image {
-        Image {
-            width: w,
-            height: h,
-            pixels: (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect(),
-        }
-    }
+    use crate::data::test_image as image;
 
     #[test]
     fn identity_crop_is_the_pixels_over_255() {

@@ -28,6 +28,7 @@ pub mod stl10;
 pub mod synthetic;
 
 use crate::config::{effective_len, DataConfig, DataSource, DecodeMode, PretrainSplit};
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// One decoded image, 8-bit RGB, row-major HWC.
@@ -84,10 +85,10 @@ impl ImageSet {
         std::fs::read(path).map_err(io_err(path))
     }
     /// How errors name streamed image `i`: its file, or `<shard>/<key>.jpg` for a member.
-    pub fn source_path(&self, i: usize) -> PathBuf {
+    pub fn source_path(&self, i: usize) -> Cow<'_, Path> {
         match self.members.get(i) {
-            Some(m) => self.shards[m.shard as usize].join(format!("{}.jpg", m.key)),
-            None => self.files[i].clone(),
+            Some(m) => Cow::Owned(self.shards[m.shard as usize].join(format!("{}.jpg", m.key))),
+            None => Cow::Borrowed(&self.files[i]),
         }
     }
     /// Keep the first `limit` images (0 = all).
@@ -348,6 +349,16 @@ pub fn pretrain_set(cfg: &DataConfig, splits: &Splits) -> Result<ImageSet, DataE
             set
         }
     })
+}
+
+/// A `w`×`h` test image with a fixed pattern in every channel (unit tests of the transforms).
+#[cfg(test)]
+pub(crate) fn test_image(w: usize, h: usize) -> Image {
+    Image {
+        width: w,
+        height: h,
+        pixels: (0..w * h * 3).map(|i| (i * 37 % 256) as u8).collect(),
+    }
 }
 
 #[cfg(test)]
